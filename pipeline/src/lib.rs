@@ -1,0 +1,13 @@
+//! Softprobe's domain and pipeline: sessions and their store, the rule, policy and case
+//! documents, rule matching, and capture buffering and case writing.
+
+pub mod capture;
+pub mod case;
+pub mod document;
+pub mod fixtures;
+pub mod json_path;
+pub mod matcher;
+pub mod policy;
+pub mod rules;
+pub mod session;
+pub mod store;

@@ -1,0 +1,202 @@
+//! A session: its identity, its immutable snapshot (documents + compiled rules) and counters.
+
+use crate::case::Case;
+use crate::fixtures::AuthFixtures;
+use crate::matcher::RuleIndex;
+use crate::policy::Policy;
+use crate::rules::Rule;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A session's mode. Only `capture` changes runtime behaviour (buffering and a case on close).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Record what the proxy observes into a case.
+    Capture,
+    /// Answer from rules (usually mocks picked from a case).
+    Replay,
+    /// Same as replay; kept for clients that send it.
+    Generate,
+}
+
+impl Mode {
+    /// All modes, in documentation order.
+    pub const ALL: [Mode; 3] = [Mode::Capture, Mode::Replay, Mode::Generate];
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Capture => "capture",
+            Self::Replay => "replay",
+            Self::Generate => "generate",
+        }
+    }
+}
+
+/// A document as posted (kept verbatim for `…/state`) with its parsed form.
+#[derive(Debug)]
+pub struct Stored<T> {
+    /// The bytes exactly as posted.
+    pub raw: Bytes,
+    /// The typed value.
+    pub parsed: T,
+}
+
+/// One immutable version of a session's configuration. Writers build a new one and swap it in;
+/// readers (every inject) load it without locking and see one revision from start to end.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// 0 at create, +1 per load-case, rules, policy or fixtures write.
+    pub revision: u64,
+    /// The loaded case, if any.
+    pub case: Option<Arc<Stored<Case>>>,
+    /// The session rules document, if any.
+    pub rules: Option<Arc<Stored<Vec<Rule>>>>,
+    /// The policy, if any.
+    pub policy: Option<Arc<Stored<Policy>>>,
+    /// The auth fixtures, if any.
+    pub fixtures: Option<Arc<Stored<AuthFixtures>>>,
+    /// Case and session rules compiled for the inject path.
+    pub index: Arc<RuleIndex>,
+}
+
+/// Per-session counters. They never bump the revision.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Inject answers that produced a mocked response.
+    pub injected_spans: AtomicU64,
+    /// Extract spans accepted into the session.
+    pub extracted_spans: AtomicU64,
+    /// Outbound hops blocked by the policy.
+    pub strict_misses: AtomicU64,
+    /// Inject lookups that no rule or policy answered (the proxy forwarded).
+    pub inject_misses: AtomicU64,
+    /// Error-rule answers.
+    pub injected_errors: AtomicU64,
+    /// Spans refused because the capture buffer was full.
+    pub dropped_spans: AtomicU64,
+}
+
+impl Stats {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A live session in the store.
+#[derive(Debug)]
+pub struct Session {
+    id: Arc<str>,
+    mode: Mode,
+    current: ArcSwap<Snapshot>,
+    writes: Mutex<()>,
+    closed: AtomicBool,
+    last_used_ms: AtomicU64,
+    /// Counters.
+    pub stats: Stats,
+    /// The capture buffer (capture sessions only).
+    pub capture: Option<crate::capture::CaptureBuffer>,
+}
+
+/// Holding this serializes writers of one session (rules, policy, case, close).
+pub struct WriteGuard<'a> {
+    session: &'a Session,
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        id: Arc<str>,
+        mode: Mode,
+        snapshot: Snapshot,
+        now_ms: u64,
+        capture: crate::capture::CaptureLimits,
+    ) -> Self {
+        Self {
+            id,
+            mode,
+            current: ArcSwap::from_pointee(snapshot),
+            writes: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            last_used_ms: AtomicU64::new(now_ms),
+            stats: Stats::default(),
+            capture: (mode == Mode::Capture).then(|| crate::capture::CaptureBuffer::new(capture)),
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The shared id, for maps and logs.
+    pub fn shared_id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The session mode, fixed at create.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// A cheap read of the current snapshot for one request (the inject hot path).
+    pub fn snapshot_guard(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// Whether the session was closed (it may still be referenced by in-flight requests).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.last_used_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_used_ms(&self) -> u64 {
+        self.last_used_ms.load(Ordering::Relaxed)
+    }
+
+    /// Takes the session's write lock.
+    pub fn lock_writes(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            session: self,
+            _lock: self
+                .writes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        }
+    }
+}
+
+impl WriteGuard<'_> {
+    /// The snapshot writers build on.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.session.current.load_full()
+    }
+
+    /// Installs `next` as the session's snapshot.
+    pub fn publish(&self, next: Snapshot) {
+        self.session.current.store(Arc::new(next));
+    }
+
+    /// Marks the session closed; returns false when it already was.
+    pub fn mark_closed(&self) -> bool {
+        !self.session.closed.swap(true, Ordering::AcqRel)
+    }
+}

@@ -1,0 +1,402 @@
+//! The session store: a concurrent map of sessions whose snapshots are swapped on write.
+//!
+//! Reads (every inject) take a shard read lock to clone one `Arc` and then read the session's
+//! snapshot without locking. Writes to one session are serialized by its write lock; each
+//! builds the next snapshot (parsing and compiling outside any lock) and swaps it in.
+
+use crate::capture::CaptureLimits;
+use crate::case::Case;
+use crate::document::DocumentError;
+use crate::fixtures::AuthFixtures;
+use crate::matcher::{Layer, RuleIndex, compile_layer};
+use crate::policy::Policy;
+use crate::rules::parse_rules_document;
+use crate::session::{Mode, Session, Snapshot, Stored};
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Store limits; each is documented in the README and settable from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Live sessions at most; creating one more is refused.
+    pub max_sessions: usize,
+    /// A session unused for this long is expired (capture sessions are flushed first).
+    pub idle_timeout: Duration,
+    /// Per-session capture buffer bounds.
+    pub capture: CaptureLimits,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 10_000,
+            idle_timeout: Duration::from_secs(3600),
+            capture: CaptureLimits::default(),
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No live session has this id.
+    #[error("unknown session")]
+    UnknownSession,
+    /// The live-session limit is reached.
+    #[error("too many live sessions (limit {limit}); close sessions or raise --max-sessions")]
+    TooManySessions {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The posted document is invalid.
+    #[error("{0}")]
+    InvalidDocument(#[from] DocumentError),
+}
+
+/// Which document a write replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentKind {
+    /// `…/load-case`.
+    Case,
+    /// `…/rules`.
+    Rules,
+    /// `…/policy`.
+    Policy,
+    /// `…/fixtures/auth`.
+    Fixtures,
+}
+
+/// All live sessions.
+#[derive(Debug)]
+pub struct SessionStore {
+    sessions: DashMap<Arc<str>, Arc<Session>>,
+    live: AtomicUsize,
+    limits: StoreLimits,
+    epoch: Instant,
+}
+
+impl SessionStore {
+    /// An empty store.
+    pub fn new(limits: StoreLimits) -> Self {
+        Self {
+            sessions: DashMap::new(),
+            live: AtomicUsize::new(0),
+            limits,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The store's limits.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.limits
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Creates a session, optionally with a policy (which does not bump the revision).
+    pub fn create(
+        &self,
+        mode: Mode,
+        policy: Option<Stored<Policy>>,
+    ) -> Result<Arc<Session>, StoreError> {
+        let limit = self.limits.max_sessions;
+        if self.live.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::TooManySessions { limit });
+        }
+        let snapshot = Snapshot {
+            policy: policy.map(Arc::new),
+            ..Snapshot::default()
+        };
+        // 128 random bits: a collision is practically impossible, so no retry loop.
+        let session = Arc::new(Session::new(
+            new_session_id().into(),
+            mode,
+            snapshot,
+            self.now_ms(),
+            self.limits.capture,
+        ));
+        self.sessions
+            .insert(session.shared_id().clone(), session.clone());
+        Ok(session)
+    }
+
+    /// The live session with this id, marking it used.
+    pub fn get(&self, id: &str) -> Result<Arc<Session>, StoreError> {
+        let session = self
+            .sessions
+            .get(id)
+            .map(|entry| entry.value().clone())
+            .ok_or(StoreError::UnknownSession)?;
+        if session.is_closed() {
+            return Err(StoreError::UnknownSession);
+        }
+        session.touch(self.now_ms());
+        Ok(session)
+    }
+
+    /// All live sessions, in no particular order.
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        self.sessions
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect()
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether there are no live sessions.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Replaces one document of a session and bumps its revision by exactly one.
+    ///
+    /// The session is looked up first (an unknown id is a 404 whatever the body), then the
+    /// document is parsed and compiled outside the session's write lock, then swapped in.
+    pub fn replace(
+        &self,
+        id: &str,
+        kind: DocumentKind,
+        raw: Bytes,
+    ) -> Result<(Arc<Session>, u64), StoreError> {
+        let session = self.get(id)?;
+        let update = Update::parse(kind, raw)?;
+        let guard = session.lock_writes();
+        if session.is_closed() {
+            return Err(StoreError::UnknownSession);
+        }
+        let current = guard.current();
+        let next = update.apply(&current);
+        let revision = next.revision;
+        guard.publish(next);
+        drop(guard);
+        Ok((session, revision))
+    }
+
+    /// Removes a session from the store (after its close work is done).
+    pub fn remove(&self, session: &Session) {
+        if self.sessions.remove(session.id()).is_some() {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Removes and returns the sessions idle for longer than the idle timeout. The caller
+    /// flushes capture sessions among them.
+    pub fn take_idle(&self) -> Vec<Arc<Session>> {
+        let now = self.now_ms();
+        let timeout = self.limits.idle_timeout.as_millis() as u64;
+        let idle: Vec<Arc<Session>> = self
+            .sessions
+            .iter()
+            .filter(|entry| now.saturating_sub(entry.value().last_used_ms()) > timeout)
+            .map(|entry| entry.value().clone())
+            .collect();
+        idle.into_iter()
+            .filter(|session| {
+                let guard = session.lock_writes();
+                let still_idle = now.saturating_sub(session.last_used_ms()) > timeout;
+                let taken = still_idle && guard.mark_closed();
+                drop(guard);
+                if taken {
+                    self.remove(session);
+                }
+                taken
+            })
+            .collect()
+    }
+}
+
+/// A parsed document ready to be applied to a snapshot.
+enum Update {
+    Case(Arc<Stored<Case>>, Option<crate::matcher::CompiledLayer>),
+    Rules(
+        Arc<Stored<Vec<crate::rules::Rule>>>,
+        crate::matcher::CompiledLayer,
+    ),
+    Policy(Arc<Stored<Policy>>),
+    Fixtures(Arc<Stored<AuthFixtures>>),
+}
+
+impl Update {
+    fn parse(kind: DocumentKind, raw: Bytes) -> Result<Self, DocumentError> {
+        Ok(match kind {
+            DocumentKind::Case => {
+                let parsed = Case::parse(&raw)?;
+                let layer =
+                    (!parsed.rules.is_empty()).then(|| compile_layer(Layer::Case, &parsed.rules));
+                Self::Case(Arc::new(Stored { raw, parsed }), layer)
+            }
+            DocumentKind::Rules => {
+                let parsed = parse_rules_document(&raw)?;
+                let layer = compile_layer(Layer::Session, &parsed);
+                Self::Rules(Arc::new(Stored { raw, parsed }), layer)
+            }
+            DocumentKind::Policy => {
+                let parsed = Policy::parse(&raw)?;
+                Self::Policy(Arc::new(Stored { raw, parsed }))
+            }
+            DocumentKind::Fixtures => {
+                let parsed = AuthFixtures::parse(&raw)?;
+                Self::Fixtures(Arc::new(Stored { raw, parsed }))
+            }
+        })
+    }
+
+    fn apply(self, current: &Snapshot) -> Snapshot {
+        let mut next = Snapshot {
+            revision: current.revision + 1,
+            case: current.case.clone(),
+            rules: current.rules.clone(),
+            policy: current.policy.clone(),
+            fixtures: current.fixtures.clone(),
+            index: current.index.clone(),
+        };
+        match self {
+            Self::Case(case, layer) => {
+                next.case = Some(case);
+                next.index = Arc::new(RuleIndex::build(layer, current.index.session_layer()));
+            }
+            Self::Rules(rules, layer) => {
+                next.rules = Some(rules);
+                next.index = Arc::new(RuleIndex::build(current.index.case_layer(), Some(layer)));
+            }
+            Self::Policy(policy) => next.policy = Some(policy),
+            Self::Fixtures(fixtures) => next.fixtures = Some(fixtures),
+        }
+        next
+    }
+}
+
+/// `sess_` + 128 random bits, base64url without padding (22 characters).
+fn new_session_id() -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "sess_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> SessionStore {
+        SessionStore::new(StoreLimits::default())
+    }
+
+    #[test]
+    fn revisions_count_writes_and_documents_replace() {
+        let store = store();
+        let session = store.create(Mode::Replay, None).unwrap();
+        assert!(session.id().starts_with("sess_") && session.id().len() == 27);
+        let id = session.id().to_owned();
+        let case = Bytes::from_static(br#"{"version":"1.0.0","caseId":"c","traces":[]}"#);
+        assert_eq!(store.replace(&id, DocumentKind::Case, case).unwrap().1, 1);
+        let rules =
+            Bytes::from_static(br#"{"rules":[{"when":{},"then":{"action":"passthrough"}}]}"#);
+        assert_eq!(store.replace(&id, DocumentKind::Rules, rules).unwrap().1, 2);
+        let policy = Bytes::from_static(br#"{"externalHttp":"strict"}"#);
+        assert_eq!(
+            store
+                .replace(&id, DocumentKind::Policy, policy.clone())
+                .unwrap()
+                .1,
+            3
+        );
+        assert_eq!(
+            store
+                .replace(&id, DocumentKind::Fixtures, Bytes::from_static(b"{}"))
+                .unwrap()
+                .1,
+            4
+        );
+        let snapshot = session.snapshot();
+        assert_eq!(snapshot.policy.as_ref().unwrap().raw, policy);
+        assert_eq!(snapshot.index.len(), 1);
+    }
+
+    #[test]
+    fn invalid_documents_leave_the_session_untouched() {
+        let store = store();
+        let id = store.create(Mode::Replay, None).unwrap().id().to_owned();
+        let bad = Bytes::from_static(br#"{"rules":[{"when":{},"then":{"action":"mokc"}}]}"#);
+        assert!(matches!(
+            store.replace(&id, DocumentKind::Rules, bad),
+            Err(StoreError::InvalidDocument(_))
+        ));
+        assert_eq!(store.get(&id).unwrap().snapshot().revision, 0);
+        assert!(matches!(
+            store.replace("sess_nope", DocumentKind::Rules, Bytes::new()),
+            Err(StoreError::UnknownSession)
+        ));
+    }
+
+    #[test]
+    fn session_limit_is_enforced_and_freed_on_remove() {
+        let store = SessionStore::new(StoreLimits {
+            max_sessions: 1,
+            ..StoreLimits::default()
+        });
+        let first = store.create(Mode::Replay, None).unwrap();
+        assert!(matches!(
+            store.create(Mode::Replay, None),
+            Err(StoreError::TooManySessions { limit: 1 })
+        ));
+        store.remove(&first);
+        store.create(Mode::Capture, None).unwrap();
+    }
+
+    #[test]
+    fn idle_sessions_are_taken_once() {
+        let store = SessionStore::new(StoreLimits {
+            idle_timeout: Duration::ZERO,
+            ..StoreLimits::default()
+        });
+        let session = store.create(Mode::Capture, None).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let taken = store.take_idle();
+        assert_eq!(taken.len(), 1);
+        assert!(store.take_idle().is_empty());
+        assert!(matches!(
+            store.get(session.id()),
+            Err(StoreError::UnknownSession)
+        ));
+    }
+
+    #[test]
+    fn parallel_writes_get_distinct_gap_free_revisions() {
+        let store = Arc::new(store());
+        let id = store.create(Mode::Replay, None).unwrap().id().to_owned();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, id) = (store.clone(), id.clone());
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|_| {
+                            let policy = Bytes::from_static(br#"{"externalHttp":"allow"}"#);
+                            store.replace(&id, DocumentKind::Policy, policy).unwrap().1
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut revisions: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        revisions.sort_unstable();
+        assert_eq!(revisions, (1..=400).collect::<Vec<_>>());
+    }
+}

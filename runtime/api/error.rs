@@ -1,0 +1,67 @@
+//! The one mapping from failures to the JSON control API's wire: `{"error":{"code","message"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use softprobe_pipeline::store::StoreError;
+
+/// An error answered with the JSON envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 404 `unknown_session`.
+    pub fn unknown_session() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "unknown_session", "unknown session")
+    }
+
+    /// 500 `internal_error`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Maps a store failure; `context` prefixes document errors the way the reference words them
+/// (`invalid control payload: rules[0].then.action: …`).
+pub fn store_error(context: &str, err: StoreError) -> ApiError {
+    match err {
+        StoreError::UnknownSession => ApiError::unknown_session(),
+        StoreError::TooManySessions { .. } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            err.to_string(),
+        ),
+        StoreError::InvalidDocument(document) => {
+            ApiError::invalid_request(format!("{context}: {document}"))
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The HTTP API on the `--listen` address: the JSON control API, health, metadata, metrics and
+//! the OpenAPI document. (The OTLP data-plane routes join it from `otlp`.)
+
+mod body;
+pub mod error;
+mod sessions;
+
+use crate::state::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use serde_json::json;
+
+pub use body::RawBody;
+
+/// `specVersion` of the control API; the official CLI refuses any other value.
+pub const SPEC_VERSION: &str = "http-control-api@v1";
+/// `schemaVersion` of the control API.
+pub const SCHEMA_VERSION: &str = "1";
+/// This runtime's version.
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Every (method, path) the HTTP API serves; the OpenAPI document must list exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/v1/meta"),
+    ("POST", "/v1/sessions"),
+    ("GET", "/v1/sessions"),
+    ("POST", "/v1/sessions/{sessionId}/load-case"),
+    ("POST", "/v1/sessions/{sessionId}/rules"),
+    ("POST", "/v1/sessions/{sessionId}/policy"),
+    ("POST", "/v1/sessions/{sessionId}/fixtures/auth"),
+    ("GET", "/v1/sessions/{sessionId}/stats"),
+    ("GET", "/v1/sessions/{sessionId}/state"),
+    ("POST", "/v1/sessions/{sessionId}/close"),
+];
+
+/// The HTTP API router. `extra_v1` (the OTLP routes) is merged in, under the same auth.
+pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
+    let control = Router::new()
+        .route("/v1/meta", get(meta))
+        .route("/v1/sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/v1/sessions/{sessionId}/load-case",
+            post(sessions::load_case),
+        )
+        .route("/v1/sessions/{sessionId}/rules", post(sessions::rules))
+        .route("/v1/sessions/{sessionId}/policy", post(sessions::policy))
+        .route(
+            "/v1/sessions/{sessionId}/fixtures/auth",
+            post(sessions::fixtures),
+        )
+        .route("/v1/sessions/{sessionId}/stats", get(sessions::stats))
+        .route(
+            "/v1/sessions/{sessionId}/state",
+            get(sessions::session_state),
+        )
+        .route("/v1/sessions/{sessionId}/close", post(sessions::close))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_control_request,
+        ));
+    let open = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .merge(open)
+        .merge(control)
+        .merge(extra_v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost, so auth answers before routing decides 404 or 405 (as the reference does).
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.settings.max_body_bytes,
+        ))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "specVersion": SPEC_VERSION,
+        "schemaVersion": SCHEMA_VERSION,
+        "runtimeVersion": RUNTIME_VERSION,
+    }))
+}
+
+async fn meta() -> Json<serde_json::Value> {
+    Json(json!({
+        "runtimeVersion": RUNTIME_VERSION,
+        "specVersion": SPEC_VERSION,
+        "schemaVersion": SCHEMA_VERSION,
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.store);
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+async fn openapi() -> Response {
+    let content_type = HeaderValue::from_static("application/json");
+    ([(header::CONTENT_TYPE, content_type)], OPENAPI_JSON).into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route for {method} {}; the API is described at GET /openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Bearer auth for `/v1/*` when a token is configured: 401 without a `Bearer` token, 403 with
+/// a wrong one. Runs before method checks and session lookups, like the reference runtime.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let guarded = request.uri().path().starts_with("/v1/");
+    if let Some(expected) = state.settings.api_token.as_ref().filter(|_| guarded) {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty());
+        match presented {
+            None => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_bearer_token",
+                    "missing bearer token: send Authorization: Bearer <SOFTPROBE_API_TOKEN>",
+                )
+                .into_response();
+            }
+            Some(token) if !tokens_equal(token, expected) => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "invalid_bearer_token",
+                    "invalid bearer token",
+                )
+                .into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(request).await
+}
+
+/// Constant-time in the token's content (only the length can be learnt from timing).
+fn tokens_equal(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+async fn count_control_request(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .control_request(&route, response.status().as_u16());
+    response
+}

@@ -1,0 +1,245 @@
+//! Handlers of the session routes under `/v1/sessions`.
+
+use super::body::RawBody;
+use super::error::{ApiError, store_error};
+use crate::capture::{CloseError, close_session};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use softprobe_pipeline::document::parse_json_object;
+use softprobe_pipeline::policy::Policy;
+use softprobe_pipeline::session::{Mode, Session, Stats, Stored};
+use softprobe_pipeline::store::DocumentKind;
+use std::sync::Arc;
+
+/// `POST /v1/sessions` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    mode: Mode,
+    #[serde(default)]
+    policy: Option<Box<RawValue>>,
+}
+
+/// `POST /v1/sessions`: creates a session, revision 0; a `policy` is applied without a bump.
+pub(super) async fn create(
+    State(state): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    const CONTEXT: &str = "invalid create session request";
+    let request: CreateRequest = parse_json_object(&body)
+        .map_err(|err| ApiError::invalid_request(format!("{CONTEXT}: {err}")))?;
+    let policy = match request.policy {
+        Some(raw) => {
+            let raw = Bytes::from(raw.get().to_owned());
+            let parsed = Policy::parse(&raw).map_err(|err| {
+                ApiError::invalid_request(format!("{CONTEXT}: {}", err.within("policy")))
+            })?;
+            Some(Stored { raw, parsed })
+        }
+        None => None,
+    };
+    let session = state
+        .store
+        .create(request.mode, policy)
+        .map_err(|err| store_error(CONTEXT, err))?;
+    state.metrics.session_created(request.mode);
+    tracing::debug!(
+        session_id = session.id(),
+        mode = request.mode.as_str(),
+        "Session created."
+    );
+    Ok(Json(
+        json!({"sessionId": session.id(), "sessionRevision": 0}),
+    ))
+}
+
+/// `GET /v1/sessions`: every live session, ordered by id.
+pub(super) async fn list(State(state): State<AppState>) -> Json<Value> {
+    let mut sessions = state.store.list();
+    sessions.sort_by(|a, b| a.id().cmp(b.id()));
+    let sessions: Vec<Value> = sessions
+        .iter()
+        .map(|s| json!({"sessionId": s.id(), "mode": s.mode(), "sessionRevision": s.snapshot().revision}))
+        .collect();
+    Json(json!({ "sessions": sessions }))
+}
+
+async fn replace(
+    state: &AppState,
+    id: &str,
+    kind: DocumentKind,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let context = match kind {
+        DocumentKind::Case => "invalid load-case request",
+        _ => "invalid control payload",
+    };
+    let (session, revision) = state
+        .store
+        .replace(id, kind, body)
+        .map_err(|err| store_error(context, err))?;
+    tracing::debug!(
+        session_id = session.id(),
+        revision,
+        ?kind,
+        "Session document replaced."
+    );
+    Ok(Json(
+        json!({"sessionId": session.id(), "sessionRevision": revision}),
+    ))
+}
+
+/// `POST /v1/sessions/{id}/load-case`.
+pub(super) async fn load_case(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    replace(&state, &id, DocumentKind::Case, body).await
+}
+
+/// `POST /v1/sessions/{id}/rules`.
+pub(super) async fn rules(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    replace(&state, &id, DocumentKind::Rules, body).await
+}
+
+/// `POST /v1/sessions/{id}/policy`.
+pub(super) async fn policy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    replace(&state, &id, DocumentKind::Policy, body).await
+}
+
+/// `POST /v1/sessions/{id}/fixtures/auth`.
+pub(super) async fn fixtures(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    replace(&state, &id, DocumentKind::Fixtures, body).await
+}
+
+fn stats_json(session: &Session) -> Value {
+    let stats = &session.stats;
+    json!({
+        "injectedSpans": Stats::get(&stats.injected_spans),
+        "extractedSpans": Stats::get(&stats.extracted_spans),
+        "strictMisses": Stats::get(&stats.strict_misses),
+        "injectMisses": Stats::get(&stats.inject_misses),
+        "injectedErrors": Stats::get(&stats.injected_errors),
+        "droppedSpans": Stats::get(&stats.dropped_spans),
+    })
+}
+
+/// `GET /v1/sessions/{id}/stats`.
+pub(super) async fn stats(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let session = state.store.get(&id).map_err(|err| store_error("", err))?;
+    Ok(Json(json!({
+        "sessionId": session.id(),
+        "sessionRevision": session.snapshot().revision,
+        "mode": session.mode(),
+        "stats": stats_json(&session),
+    })))
+}
+
+/// A stored document echoed as the JSON value it was posted as.
+fn as_posted(raw: &Bytes) -> Option<Box<RawValue>> {
+    // Stored documents parsed as JSON when posted, so they are valid UTF-8 JSON.
+    let text = std::str::from_utf8(raw).ok()?;
+    RawValue::from_string(text.trim().to_owned()).ok()
+}
+
+/// The `…/state` answer. Documents are embedded exactly as posted (key order and all).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StateView<'a> {
+    session_id: &'a str,
+    session_revision: u64,
+    mode: Mode,
+    case_summary: Value,
+    stats: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fixtures: Option<Box<RawValue>>,
+}
+
+/// `GET /v1/sessions/{id}/state`: the session's documents as stored, plus summary and stats.
+pub(super) async fn session_state(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = state.store.get(&id).map_err(|err| store_error("", err))?;
+    let snapshot = session.snapshot();
+    let case_summary = match &snapshot.case {
+        Some(case) => {
+            json!({"caseId": case.parsed.case_id, "traceCount": case.parsed.traces.len()})
+        }
+        None => json!({"traceCount": 0}),
+    };
+    let view = StateView {
+        session_id: session.id(),
+        session_revision: snapshot.revision,
+        mode: session.mode(),
+        case_summary,
+        stats: stats_json(&session),
+        policy: snapshot.policy.as_ref().and_then(|d| as_posted(&d.raw)),
+        rules: snapshot.rules.as_ref().and_then(|d| as_posted(&d.raw)),
+        fixtures: snapshot.fixtures.as_ref().and_then(|d| as_posted(&d.raw)),
+    };
+    Ok(Json(view).into_response())
+}
+
+/// `?out=` of a close request.
+#[derive(Deserialize)]
+pub(super) struct CloseQuery {
+    #[serde(default)]
+    out: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/close`: writes a capture session's case, then forgets the session.
+/// The body is ignored (clients send nothing, or `{}`).
+pub(super) async fn close(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<CloseQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let session: Arc<Session> = state.store.get(&id).map_err(|err| store_error("", err))?;
+    let closing = state.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        close_session(&closing, &session, query.out.as_deref()).map(|path| (session, path))
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("close did not finish: {err}")))?;
+    match closed {
+        Ok((session, path)) => {
+            tracing::debug!(session_id = session.id(), "Session closed.");
+            let mut body = json!({"sessionId": session.id(), "closed": true});
+            if let Some(path) = path {
+                body["capturePath"] = json!(path.display().to_string());
+            }
+            Ok(Json(body))
+        }
+        Err(CloseError::AlreadyClosed) => Err(ApiError::unknown_session()),
+        Err(err @ CloseError::Write(_)) => Err(ApiError::internal(format!(
+            "{err}; the session stays open: fix the path or permissions and close again"
+        ))),
+    }
+}

@@ -1,0 +1,9 @@
+//! The `softprobe` binary's library: the runtime server (HTTP control API and OTLP
+//! receivers), and the command line around it.
+
+pub mod api;
+pub mod capture;
+pub mod cli;
+pub mod metrics;
+pub mod serve;
+pub mod state;

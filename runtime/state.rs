@@ -1,0 +1,55 @@
+//! Shared state of the HTTP and gRPC servers: one session store behind both API families.
+
+use crate::metrics::Metrics;
+use softprobe_pipeline::store::SessionStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Settings the request handlers read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bearer token guarding `/v1/*`; `None` turns auth off.
+    pub api_token: Option<String>,
+    /// Directory for capture cases when neither `?out=` nor a template is given.
+    pub capture_dir: PathBuf,
+    /// `SOFTPROBE_CAPTURE_CASE_PATH` template (`{sessionId}`, `{ts}`, `{mode}`, `file://`).
+    pub capture_case_path: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            api_token: None,
+            capture_dir: PathBuf::from("captures"),
+            capture_case_path: None,
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The one session store.
+    pub store: Arc<SessionStore>,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Handler settings.
+    pub settings: Arc<Settings>,
+    /// Where the cases of closed capture sessions were written, by session id.
+    pub captures: Arc<crate::capture::CaptureIndex>,
+}
+
+impl AppState {
+    /// State around a store with these settings.
+    pub fn new(store: SessionStore, settings: Settings) -> Self {
+        Self {
+            store: Arc::new(store),
+            metrics: Arc::default(),
+            settings: Arc::new(settings),
+            captures: Arc::default(),
+        }
+    }
+}
