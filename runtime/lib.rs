@@ -5,5 +5,7 @@ pub mod api;
 pub mod capture;
 pub mod cli;
 pub mod metrics;
+pub mod otlp;
+pub mod proto;
 pub mod serve;
 pub mod state;

@@ -1,16 +1,20 @@
 //! `softprobe serve`: binds the listeners, runs until SIGINT/SIGTERM, then flushes captures.
 
-use crate::api;
 use crate::capture;
 use crate::cli::ServeArgs;
+use crate::proto::v1::inject_service_server::InjectServiceServer;
 use crate::state::{AppState, Settings};
+use crate::{api, otlp, proto};
 use axum::Router;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use softprobe_pipeline::capture::CaptureLimits;
 use softprobe_pipeline::store::{SessionStore, StoreLimits};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -25,15 +29,19 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Serving failed.
+    /// Serving HTTP failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    /// Serving gRPC failed.
+    #[error("gRPC server error: {0}")]
+    Grpc(String),
 }
 
 /// A bound, not yet running runtime.
 pub struct Server {
     state: AppState,
     http: TcpListener,
+    grpc: TcpListener,
     idle_timeout: Duration,
 }
 
@@ -58,15 +66,15 @@ impl Server {
             capture_case_path: args.capture_case_path.clone(),
             max_body_bytes: args.max_body_bytes,
         };
-        let http = TcpListener::bind(args.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: args.listen,
-                source,
-            })?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
         Ok(Self {
             state: AppState::new(store, settings),
-            http,
+            http: bind(args.listen).await?,
+            grpc: bind(args.grpc_listen).await?,
             idle_timeout: args.session_idle_timeout,
         })
     }
@@ -74,6 +82,13 @@ impl Server {
     /// The bound HTTP address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
@@ -87,14 +102,27 @@ impl Server {
         let app = http_router(state.clone());
         tracing::info!(
             http = %self.http.local_addr()?,
+            grpc = %self.grpc.local_addr()?,
             auth = state.settings.api_token.is_some(),
             "Runtime listening."
         );
+        // One signal stops both servers; each drains its in-flight requests.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
         let sweeper = tokio::spawn(sweep_idle_sessions(state.clone(), self.idle_timeout));
-        axum::serve(self.http, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let grpc = grpc_server(state.clone())
+            .serve_with_incoming_shutdown(TcpIncoming::from(self.grpc), wait(stopped.clone()));
+        let http = axum::serve(self.http, app).with_graceful_shutdown(wait(stopped));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let (http, grpc, ()) = tokio::join!(http, grpc, signal);
         sweeper.abort();
+        http?;
+        grpc.map_err(|err| ServeError::Grpc(err.to_string()))?;
         let flushing = state.clone();
         let _ = tokio::task::spawn_blocking(move || capture::flush_all(&flushing)).await;
         tracing::info!("Runtime stopped.");
@@ -104,7 +132,30 @@ impl Server {
 
 /// The complete HTTP router: control API plus the OTLP routes, sharing one store.
 pub fn http_router(state: AppState) -> Router {
-    api::router(state, Router::new())
+    api::router(state, otlp::http_routes())
+}
+
+/// The gRPC server: OTLP `TraceService`, Softprobe's `InjectService` (both accept gzip) and
+/// server reflection for both, so `grpcurl` needs no proto files.
+fn grpc_server(state: AppState) -> tonic::transport::server::Router {
+    let limit = state.settings.max_body_bytes;
+    let services = otlp::GrpcServices::new(state);
+    let traces = TraceServiceServer::new(services.clone())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit);
+    let inject = InjectServiceServer::new(services)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(opentelemetry_proto::DESCRIPTORS)
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| tracing::error!(%err, "gRPC reflection unavailable."))
+        .ok();
+    tonic::transport::Server::builder()
+        .add_service(traces)
+        .add_service(inject)
+        .add_optional_service(reflection)
 }
 
 /// Checks for idle sessions a few times per timeout period (at most every 30 s).

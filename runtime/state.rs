@@ -1,6 +1,7 @@
 //! Shared state of the HTTP and gRPC servers: one session store behind both API families.
 
 use crate::metrics::Metrics;
+use softprobe_pipeline::stages::{Pipeline, PipelineConfig, ReceiveConfig, pipeline};
 use softprobe_pipeline::store::SessionStore;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ impl Default for Settings {
 }
 
 /// Everything a handler needs; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     /// The one session store.
     pub store: Arc<SessionStore>,
@@ -40,13 +41,23 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Where the cases of closed capture sessions were written, by session id.
     pub captures: Arc<crate::capture::CaptureIndex>,
+    /// The OTLP pipeline over the same store.
+    pub pipeline: Pipeline,
 }
 
 impl AppState {
     /// State around a store with these settings.
     pub fn new(store: SessionStore, settings: Settings) -> Self {
+        let store = Arc::new(store);
+        let config = PipelineConfig {
+            receive: ReceiveConfig {
+                max_decoded_bytes: settings.max_body_bytes,
+            },
+            ..PipelineConfig::default()
+        };
         Self {
-            store: Arc::new(store),
+            pipeline: pipeline(store.clone(), config),
+            store,
             metrics: Arc::default(),
             settings: Arc::new(settings),
             captures: Arc::default(),

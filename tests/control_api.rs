@@ -1,5 +1,7 @@
 //! Handler tests of the JSON control API, driven through the router without sockets.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
 mod support;
 
 use axum::http::StatusCode;

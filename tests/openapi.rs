@@ -1,6 +1,8 @@
 //! Keeps `/openapi.json` true: it documents exactly the routes the router serves, and every
 //! documented route is really routed.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
 mod support;
 
 use axum::body::Body;

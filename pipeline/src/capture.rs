@@ -1,5 +1,6 @@
 //! The capture buffer of a capture session, and the case document written from it on close.
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -31,10 +32,10 @@ pub struct CaptureBuffer {
 }
 
 /// What a capture session recorded.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone)]
 pub struct Captured {
-    /// OTLP JSON trace documents (`{"resourceSpans":[…]}`), in arrival order.
-    pub traces: Vec<Value>,
+    /// OTLP JSON trace documents (`{"resourceSpans":[…]}`), serialized once, in arrival order.
+    pub traces: Vec<Box<RawValue>>,
     /// Spans kept.
     pub spans: usize,
     /// Bytes of JSON kept.
@@ -68,8 +69,9 @@ impl CaptureBuffer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Appends one trace document of `spans` spans and `bytes` bytes, or refuses it whole.
-    pub fn push(&self, trace: Value, spans: usize, bytes: usize) -> Result<(), BufferFull> {
+    /// Appends one trace document of `spans` spans, or refuses it whole.
+    pub fn push(&self, trace: Box<RawValue>, spans: usize) -> Result<(), BufferFull> {
+        let bytes = trace.get().len();
         let mut captured = self.lock();
         let limit = if captured.spans + spans > self.limits.max_spans {
             Some("max spans per session")
@@ -203,8 +205,9 @@ mod tests {
             max_spans: 2,
             max_bytes: 1000,
         });
-        buffer.push(json!({"resourceSpans":[]}), 2, 10).unwrap();
-        let err = buffer.push(json!({"resourceSpans":[]}), 1, 10).unwrap_err();
+        let trace = || RawValue::from_string(r#"{"resourceSpans":[]}"#.to_owned()).unwrap();
+        buffer.push(trace(), 2).unwrap();
+        let err = buffer.push(trace(), 1).unwrap_err();
         assert_eq!(err.limit, "max spans per session");
         let captured = buffer.contents();
         assert_eq!((captured.spans, captured.dropped_spans), (2, 1));

@@ -24,6 +24,9 @@ pub struct Policy {
     /// Hosts whose unmatched outbound hops are blocked even when the policy allows.
     #[serde(default)]
     pub block_hosts: Vec<String>,
+    /// Header names whose values are redacted in captured spans (on top of the defaults).
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
 }
 
 /// The `externalHttp` setting.

@@ -42,6 +42,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/sessions/{sessionId}/stats"),
     ("GET", "/v1/sessions/{sessionId}/state"),
     ("POST", "/v1/sessions/{sessionId}/close"),
+    ("GET", "/v1/captures/{sessionId}"),
+    ("POST", "/v1/inject"),
+    ("POST", "/v1/traces"),
 ];
 
 /// The HTTP API router. `extra_v1` (the OTLP routes) is merged in, under the same auth.
@@ -65,6 +68,7 @@ pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
             get(sessions::session_state),
         )
         .route("/v1/sessions/{sessionId}/close", post(sessions::close))
+        .route("/v1/captures/{sessionId}", get(sessions::capture))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_control_request,

@@ -243,3 +243,41 @@ pub(super) async fn close(
         ))),
     }
 }
+
+/// `GET /v1/captures/{id}`: the case of a capture session: as written, once closed; as
+/// buffered so far, while it is open.
+pub(super) async fn capture(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "unknown_session",
+            format!(
+                "no capture for {id}: not a capture session, or closed too long ago to be remembered"
+            ),
+        )
+    };
+    if let Ok(session) = state.store.get(&id) {
+        let buffer = session.capture.as_ref().ok_or_else(not_found)?;
+        let case = softprobe_pipeline::capture::case_document(
+            session.id(),
+            std::time::SystemTime::now(),
+            &buffer.contents(),
+        );
+        return Ok(Json(case).into_response());
+    }
+    let path = state.captures.path_of(&id).ok_or_else(not_found)?;
+    let bytes = tokio::fs::read(&path).await.map_err(|err| {
+        ApiError::internal(format!(
+            "cannot read the capture at {}: {err}",
+            path.display()
+        ))
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
+}

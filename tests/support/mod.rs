@@ -106,6 +106,7 @@ pub fn assert_error(response: &(StatusCode, Value), status: StatusCode, code: &s
 /// A runtime serving on loopback, stopped (and its captures flushed) when dropped or `stop`ped.
 pub struct Runtime {
     pub addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -128,6 +129,7 @@ impl Runtime {
                 .command;
         let server = softprobe::serve::Server::bind(&args).await.expect("bind");
         let addr = server.http_addr();
+        let grpc_addr = server.grpc_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -139,6 +141,7 @@ impl Runtime {
         });
         Self {
             addr,
+            grpc_addr,
             stop: Some(stop),
             task: Some(task),
         }
@@ -156,5 +159,213 @@ impl Runtime {
         if let Some(task) = self.task.take() {
             task.await.expect("runtime task");
         }
+    }
+}
+
+/// OTLP spans for tests: an inject lookup or an extract upload with the given attributes.
+pub mod spans {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+
+    pub fn string(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(AnyValueKind::StringValue(value.to_owned())),
+            }),
+            ..KeyValue::default()
+        }
+    }
+
+    pub fn int(key: &str, value: i64) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(AnyValueKind::IntValue(value)),
+            }),
+            ..KeyValue::default()
+        }
+    }
+
+    /// A span of `span_type` for `session` with `attributes` (string pairs) after the type.
+    pub fn span(span_type: &str, session: &str, attributes: &[(&str, &str)]) -> Span {
+        let mut attrs = vec![string("sp.span.type", span_type)];
+        if !session.is_empty() {
+            attrs.push(string("sp.session.id", session));
+        }
+        attrs.extend(attributes.iter().map(|(k, v)| string(k, v)));
+        Span {
+            trace_id: vec![0x4b; 16],
+            span_id: vec![0x07; 8],
+            name: "test".into(),
+            kind: 3,
+            attributes: attrs,
+            ..Span::default()
+        }
+    }
+
+    /// `spans` under one resource whose `service.name` is `service`.
+    pub fn traces(service: &str, spans: Vec<Span>) -> TracesData {
+        TracesData {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![string("service.name", service)],
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        }
+    }
+
+    /// The outbound `GET api.example.com/items` lookup the proxy would send.
+    pub fn outbound_get(session: &str, path: &str) -> TracesData {
+        traces(
+            "orders",
+            vec![span(
+                "inject",
+                session,
+                &[
+                    ("sp.traffic.direction", "outbound"),
+                    ("http.request.header.:method", "GET"),
+                    ("url.host", "api.example.com"),
+                    ("url.path", path),
+                ],
+            )],
+        )
+    }
+
+    /// The attribute `key` of the first span, as a string or an int rendered as a string.
+    pub fn attribute(traces: &TracesData, key: &str) -> Option<String> {
+        let span = traces
+            .resource_spans
+            .first()?
+            .scope_spans
+            .first()?
+            .spans
+            .first()?;
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                AnyValueKind::StringValue(s) => Some(s.clone()),
+                AnyValueKind::IntValue(i) => Some(i.to_string()),
+                _ => None,
+            })
+    }
+}
+
+/// The requirements of the reference `case.schema.json` and `case-trace.schema.json`, checked
+/// field by field (draft 2020-12 semantics of `required`, `type` and `minItems`).
+pub mod case_schema {
+    use serde_json::Value;
+
+    pub fn violations(case: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut need = |ok: bool, what: String| {
+            if !ok {
+                out.push(what);
+            }
+        };
+        need(
+            case["version"].is_string(),
+            "version must be a string".into(),
+        );
+        need(case["caseId"].is_string(), "caseId must be a string".into());
+        if let Some(mode) = case.get("mode") {
+            need(
+                ["capture", "replay", "generate"].iter().any(|m| mode == m),
+                format!("mode {mode} not in the enum"),
+            );
+        }
+        if let Some(created) = case.get("createdAt") {
+            need(created.is_string(), "createdAt must be a string".into());
+        }
+        let Some(traces) = case["traces"].as_array() else {
+            need(false, "traces must be an array".into());
+            return out;
+        };
+        for (t, trace) in traces.iter().enumerate() {
+            let resource_spans = trace["resourceSpans"].as_array();
+            need(
+                resource_spans.is_some_and(|r| !r.is_empty()),
+                format!("traces[{t}].resourceSpans needs at least one item"),
+            );
+            for (r, rs) in resource_spans.into_iter().flatten().enumerate() {
+                if let Some(resource) = rs.get("resource") {
+                    need(
+                        resource.get("attributes").is_none_or(Value::is_array),
+                        format!(
+                            "traces[{t}].resourceSpans[{r}].resource.attributes must be an array"
+                        ),
+                    );
+                }
+                let scope_spans = rs["scopeSpans"].as_array();
+                need(
+                    scope_spans.is_some_and(|s| !s.is_empty()),
+                    format!("traces[{t}].resourceSpans[{r}].scopeSpans needs at least one item"),
+                );
+                for (s, ss) in scope_spans.into_iter().flatten().enumerate() {
+                    let spans = ss["spans"].as_array();
+                    need(
+                        spans.is_some_and(|s| !s.is_empty()),
+                        format!("traces[{t}]…scopeSpans[{s}].spans needs at least one item"),
+                    );
+                    for (n, span) in spans.into_iter().flatten().enumerate() {
+                        let at =
+                            format!("traces[{t}].resourceSpans[{r}].scopeSpans[{s}].spans[{n}]");
+                        need(
+                            span["traceId"].is_string(),
+                            format!("{at}.traceId must be a string"),
+                        );
+                        need(
+                            span["spanId"].is_string(),
+                            format!("{at}.spanId must be a string"),
+                        );
+                        let attributes = span["attributes"].as_array();
+                        need(
+                            attributes.is_some(),
+                            format!("{at}.attributes must be an array"),
+                        );
+                        for (a, kv) in attributes.into_iter().flatten().enumerate() {
+                            need(
+                                kv["key"].is_string() && kv["value"].is_object(),
+                                format!(
+                                    "{at}.attributes[{a}] needs a string key and an object value"
+                                ),
+                            );
+                        }
+                        if let Some(kind) = span.get("kind") {
+                            need(
+                                kind.is_i64() || kind.is_string(),
+                                format!("{at}.kind must be an integer or a string"),
+                            );
+                        }
+                        for time in ["startTimeUnixNano", "endTimeUnixNano"] {
+                            need(
+                                span.get(time).is_none_or(Value::is_string),
+                                format!("{at}.{time} must be a string"),
+                            );
+                        }
+                        need(
+                            span.get("status").is_none_or(Value::is_object),
+                            format!("{at}.status must be an object"),
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_checker_rejects_a_broken_case() {
+        let broken = serde_json::json!({"version": 1, "traces": [{"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": 3, "attributes": [{"key": "k"}], "startTimeUnixNano": 5}]}]}]}]});
+        assert_eq!(violations(&broken).len(), 6, "{:?}", violations(&broken));
     }
 }

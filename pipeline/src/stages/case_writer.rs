@@ -1,0 +1,77 @@
+//! Case writer: appends accepted spans to their capture session's buffer; the innermost stage.
+
+use crate::record::{Enriched, ExportOutcome, Outcome, PipelineError};
+use crate::session::Stats;
+use serde_json::value::RawValue;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
+use tower::Service;
+
+/// Case writer settings (the buffer bounds are per session, set in the store limits).
+#[derive(Debug, Clone, Default)]
+pub struct CaseWriterConfig {}
+
+/// The case writer service.
+#[derive(Debug, Clone)]
+pub struct CaseWriter {
+    _config: CaseWriterConfig,
+}
+
+impl CaseWriter {
+    /// A case writer with these settings.
+    pub fn new(config: CaseWriterConfig) -> Self {
+        Self { _config: config }
+    }
+}
+
+impl Service<Enriched> for CaseWriter {
+    type Response = Outcome;
+    type Error = PipelineError;
+    type Future = Ready<Result<Outcome, PipelineError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, enriched: Enriched) -> Self::Future {
+        let Enriched::Export(batches) = enriched else {
+            // Inject lookups are answered by the rule matcher and never reach the writer.
+            return ready(Err(PipelineError::NoInjectSpan));
+        };
+        let mut refused = batches.refused;
+        let mut accepted = 0;
+        for batch in batches.batches {
+            let session = &batch.session;
+            let Some(buffer) = &session.capture else {
+                // Replay and generate sessions accept spans without keeping them.
+                accepted += batch.spans as u64;
+                continue;
+            };
+            let json = crate::otlp::case_trace_json(&batch.traces).to_string();
+            let Ok(trace) = RawValue::from_string(json) else {
+                continue;
+            };
+            match buffer.push(trace, batch.spans) {
+                Ok(()) => {
+                    accepted += batch.spans as u64;
+                    Stats::add(&session.stats.extracted_spans, batch.spans as u64);
+                }
+                Err(full) => {
+                    refused.buffer_full += full.spans as u64;
+                    Stats::add(&session.stats.dropped_spans, full.spans as u64);
+                    tracing::warn!(
+                        session_id = session.id(),
+                        limit = full.limit,
+                        spans = full.spans,
+                        "Capture buffer full; spans dropped."
+                    );
+                }
+            }
+        }
+        ready(Ok(Outcome::Export(ExportOutcome {
+            accepted,
+            refused,
+            encoding: batches.encoding.unwrap_or(crate::otlp::Encoding::Protobuf),
+        })))
+    }
+}

@@ -1,0 +1,190 @@
+//! Rule matcher: decides inject lookups from the session snapshot; redacts exported spans.
+
+use crate::matcher::{Decision, STRICT_MISS_MESSAGE, decide};
+use crate::otlp::{HitResponse, keys};
+use crate::record::{Enriched, InjectLookup, InjectOutcome, Outcome, PipelineError};
+use crate::rules::Body;
+use crate::session::{Session, Stats};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+/// What a redacted header value is replaced with.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Rule matcher settings.
+#[derive(Debug, Clone)]
+pub struct MatchRulesConfig {
+    /// Header names (lower-case) whose values are redacted in captured spans, in addition to
+    /// the session policy's `redactHeaders`.
+    pub redact_headers: Vec<String>,
+}
+
+impl Default for MatchRulesConfig {
+    fn default() -> Self {
+        let names = [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "x-api-key",
+            "api-key",
+            "x-auth-token",
+        ];
+        Self {
+            redact_headers: names.map(str::to_owned).to_vec(),
+        }
+    }
+}
+
+/// Adds the rule matcher in front of the case writer.
+#[derive(Debug, Clone)]
+pub struct MatchRulesLayer {
+    config: MatchRulesConfig,
+}
+
+impl MatchRulesLayer {
+    /// A matcher with these settings.
+    pub fn new(config: MatchRulesConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl<S> Layer<S> for MatchRulesLayer {
+    type Service = MatchRules<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MatchRules {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The rule matcher service.
+#[derive(Debug, Clone)]
+pub struct MatchRules<S> {
+    inner: S,
+    config: MatchRulesConfig,
+}
+
+/// Decides one lookup against the session's current snapshot and counts the outcome.
+fn answer_inject(lookup: &InjectLookup, session: &Session) -> InjectOutcome {
+    // One snapshot for the whole decision: a concurrent rules write is seen entirely or not.
+    let snapshot = session.snapshot_guard();
+    let policy = snapshot.policy.as_ref().map(|p| &p.parsed);
+    let decision = decide(&snapshot.index, policy, &lookup.hop);
+    let stats = &session.stats;
+    let json_error = |message: &str| {
+        (
+            vec![("content-type".to_owned(), "application/json".to_owned())],
+            Body::Text(serde_json::json!({ "error": message }).to_string()),
+        )
+    };
+    let (status, (headers, body), counter) = match &decision {
+        Decision::Mock(_, response) => (
+            response.status,
+            (response.headers.clone(), response.body.clone()),
+            &stats.injected_spans,
+        ),
+        Decision::Error(_, error) => (
+            error.status,
+            json_error(&error.body),
+            &stats.injected_errors,
+        ),
+        Decision::StrictMiss => (500, json_error(STRICT_MISS_MESSAGE), &stats.strict_misses),
+        Decision::Passthrough(_) | Decision::CaptureOnly(_) | Decision::Miss => {
+            Stats::add(&stats.inject_misses, 1);
+            return InjectOutcome::Forward {
+                reason: decision.name(),
+            };
+        }
+    };
+    Stats::add(counter, 1);
+    tracing::debug!(
+        session_id = session.id(),
+        decision = decision.name(),
+        rule = decision.rule().map(|r| r.label.as_str()),
+        "Inject decided."
+    );
+    InjectOutcome::Hit {
+        hit: HitResponse {
+            status,
+            headers,
+            body,
+            decision: decision.name(),
+            rule: decision.rule().map(|r| r.label.clone()),
+            layer: decision.rule().map_or("policy", |r| r.layer.as_str()),
+            revision: snapshot.revision,
+        },
+        encoding: lookup.encoding,
+    }
+}
+
+/// Replaces the values of sensitive header attributes.
+fn redact(traces: &mut TracesData, names: &[String], extra: &[String]) {
+    let sensitive = |name: &str| {
+        names
+            .iter()
+            .chain(extra)
+            .any(|n| n.eq_ignore_ascii_case(name))
+    };
+    let spans = traces
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| rs.scope_spans.iter_mut())
+        .flat_map(|ss| ss.spans.iter_mut());
+    for span in spans {
+        for kv in &mut span.attributes {
+            let name = kv
+                .key
+                .strip_prefix(keys::REQUEST_HEADER_PREFIX)
+                .or_else(|| kv.key.strip_prefix(keys::RESPONSE_HEADER_PREFIX));
+            if name.is_some_and(sensitive)
+                && let Some(AnyValueKind::StringValue(value)) =
+                    kv.value.as_mut().and_then(|v| v.value.as_mut())
+            {
+                REDACTED.clone_into(value);
+            }
+        }
+    }
+}
+
+impl<S> Service<Enriched> for MatchRules<S>
+where
+    S: Service<
+            Enriched,
+            Response = Outcome,
+            Error = PipelineError,
+            Future = Ready<Result<Outcome, PipelineError>>,
+        >,
+{
+    type Response = Outcome;
+    type Error = PipelineError;
+    type Future = Ready<Result<Outcome, PipelineError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, enriched: Enriched) -> Self::Future {
+        match enriched {
+            Enriched::Inject { lookup, session } => {
+                ready(Ok(Outcome::Inject(answer_inject(&lookup, &session))))
+            }
+            Enriched::Export(mut batches) => {
+                for batch in &mut batches.batches {
+                    let snapshot = batch.session.snapshot_guard();
+                    let extra = snapshot
+                        .policy
+                        .as_ref()
+                        .map_or(&[][..], |p| &p.parsed.redact_headers[..]);
+                    redact(&mut batch.traces, &self.config.redact_headers, extra);
+                }
+                self.inner.call(Enriched::Export(batches))
+            }
+        }
+    }
+}

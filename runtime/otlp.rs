@@ -1,0 +1,249 @@
+//! OTLP receivers: `POST /v1/inject` and `POST /v1/traces` over HTTP, and over gRPC the
+//! standard `TraceService/Export` plus Softprobe's `InjectService/Inject`. Each hands the
+//! pipeline one record and maps its outcome to its protocol.
+
+use crate::api::RawBody;
+use crate::api::error::ApiError;
+use crate::metrics::InjectResult;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use prost::Message as _;
+use softprobe_pipeline::otlp::{DecodeError, Encoding, encode_traces, hit_traces};
+use softprobe_pipeline::record::{
+    ExportOutcome, InjectOutcome, Outcome, PipelineError, Received, Signal,
+};
+use std::time::Instant;
+use tower::ServiceExt as _;
+
+/// The OTLP/HTTP routes, merged into the HTTP API under its auth.
+pub fn http_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/inject", post(inject_http))
+        .route("/v1/traces", post(traces_http))
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn run(state: &AppState, received: Received) -> Result<Outcome, PipelineError> {
+    state.pipeline.clone().oneshot(received).await
+}
+
+/// The one mapping from pipeline failures to the HTTP wire.
+fn pipeline_error(err: PipelineError) -> ApiError {
+    let message = err.to_string();
+    match err {
+        PipelineError::Decode(DecodeError::TooLarge { .. }) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        }
+        PipelineError::Decode(
+            DecodeError::UnsupportedMediaType(_) | DecodeError::UnsupportedContentEncoding(_),
+        ) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        ),
+        _ => ApiError::invalid_request(message),
+    }
+}
+
+/// Records an inject outcome in the metrics.
+fn count_inject(state: &AppState, outcome: &Result<Outcome, PipelineError>, started: Instant) {
+    let result = match outcome {
+        Ok(Outcome::Inject(InjectOutcome::Hit { .. })) => InjectResult::Hit,
+        Ok(_) => InjectResult::Miss,
+        Err(_) => InjectResult::Error,
+    };
+    let latency = (result != InjectResult::Error).then(|| started.elapsed());
+    state.metrics.inject(result, latency);
+    if let Ok(Outcome::Inject(InjectOutcome::Forward {
+        reason: "unknown_session",
+    })) = outcome
+    {
+        state.metrics.refused_spans("unknown_session", 1);
+    }
+}
+
+async fn inject_http(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    let started = Instant::now();
+    let accept = header_text(&headers, header::ACCEPT).unwrap_or_default();
+    let received = Received::Http {
+        signal: Signal::Inject,
+        body,
+        content_type: header_text(&headers, header::CONTENT_TYPE),
+        content_encoding: header_text(&headers, header::CONTENT_ENCODING),
+        wants_json: accept.contains("application/json") && !accept.contains("protobuf"),
+    };
+    let outcome = run(&state, received).await;
+    count_inject(&state, &outcome, started);
+    match outcome {
+        Ok(Outcome::Inject(InjectOutcome::Hit { hit, encoding })) => {
+            let body = encode_traces(&hit_traces(&hit), encoding);
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(encoding.content_type()),
+                )],
+                body,
+            )
+                .into_response()
+        }
+        // Any 404 tells the proxy to forward; the body says why for people reading logs.
+        Ok(_) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "no inject match"})),
+        )
+            .into_response(),
+        Err(err) => pipeline_error(err).into_response(),
+    }
+}
+
+fn count_export(state: &AppState, outcome: &ExportOutcome) {
+    state.metrics.extract_spans(outcome.accepted);
+    let refused = outcome.refused;
+    for (reason, spans) in [
+        ("no_session", refused.no_session),
+        ("unknown_session", refused.unknown_session),
+        ("buffer_full", refused.buffer_full),
+    ] {
+        if spans > 0 {
+            state.metrics.refused_spans(reason, spans);
+        }
+    }
+}
+
+/// The OTLP export answer: `partial_success` only when something was refused.
+fn export_response(outcome: &ExportOutcome) -> ExportTraceServiceResponse {
+    let refused = outcome.refused.total();
+    ExportTraceServiceResponse {
+        partial_success: (refused > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: refused as i64,
+            error_message: outcome.refused.message(),
+        }),
+    }
+}
+
+async fn traces_http(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    let received = Received::Http {
+        signal: Signal::Export,
+        body,
+        content_type: header_text(&headers, header::CONTENT_TYPE),
+        content_encoding: header_text(&headers, header::CONTENT_ENCODING),
+        wants_json: false,
+    };
+    match run(&state, received).await {
+        Ok(Outcome::Export(outcome)) => {
+            count_export(&state, &outcome);
+            let response = export_response(&outcome);
+            let body = match (outcome.encoding, &response.partial_success) {
+                (Encoding::Protobuf, _) => response.encode_to_vec(),
+                // Omit the field rather than write `"partialSuccess": null`.
+                (Encoding::Json, None) => b"{}".to_vec(),
+                (Encoding::Json, Some(_)) => serde_json::to_vec(&response).unwrap_or_default(),
+            };
+            let content_type = HeaderValue::from_static(outcome.encoding.content_type());
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Ok(Outcome::Inject(_)) => {
+            ApiError::internal("an export produced an inject answer").into_response()
+        }
+        Err(err) => pipeline_error(err).into_response(),
+    }
+}
+
+/// The one mapping from pipeline failures to gRPC statuses.
+fn grpc_status(err: PipelineError) -> tonic::Status {
+    match err {
+        PipelineError::Decode(DecodeError::TooLarge { .. }) => {
+            tonic::Status::resource_exhausted(err.to_string())
+        }
+        _ => tonic::Status::invalid_argument(err.to_string()),
+    }
+}
+
+/// gRPC services over the same pipeline and store as HTTP.
+#[derive(Clone)]
+pub struct GrpcServices {
+    state: AppState,
+}
+
+impl GrpcServices {
+    /// Services over this state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcServices {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let traces = TracesData {
+            resource_spans: request.into_inner().resource_spans,
+        };
+        let received = Received::Decoded {
+            signal: Signal::Export,
+            traces,
+        };
+        match run(&self.state, received).await.map_err(grpc_status)? {
+            Outcome::Export(outcome) => {
+                count_export(&self.state, &outcome);
+                Ok(tonic::Response::new(export_response(&outcome)))
+            }
+            Outcome::Inject(_) => Err(tonic::Status::internal(
+                "an export produced an inject answer",
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl crate::proto::v1::inject_service_server::InjectService for GrpcServices {
+    async fn inject(
+        &self,
+        request: tonic::Request<TracesData>,
+    ) -> Result<tonic::Response<TracesData>, tonic::Status> {
+        let started = Instant::now();
+        let received = Received::Decoded {
+            signal: Signal::Inject,
+            traces: request.into_inner(),
+        };
+        let outcome = run(&self.state, received).await;
+        count_inject(&self.state, &outcome, started);
+        match outcome.map_err(grpc_status)? {
+            Outcome::Inject(InjectOutcome::Hit { hit, .. }) => {
+                Ok(tonic::Response::new(hit_traces(&hit)))
+            }
+            Outcome::Inject(InjectOutcome::Forward { reason }) => Err(tonic::Status::not_found(
+                format!("no inject match ({reason}): forward upstream"),
+            )),
+            Outcome::Export(_) => Err(tonic::Status::internal(
+                "an inject produced an export answer",
+            )),
+        }
+    }
+}
