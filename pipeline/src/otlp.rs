@@ -10,49 +10,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Tra
 use prost::Message as _;
 use std::io::Read as _;
 
-/// Span and resource attribute keys of the Softprobe OTLP vocabulary.
-pub mod keys {
-    /// The session a span belongs to.
-    pub const SESSION_ID: &str = "sp.session.id";
-    /// `inject` (a lookup) or `extract` (an observed exchange).
-    pub const SPAN_TYPE: &str = "sp.span.type";
-    /// `inbound` or `outbound`.
-    pub const DIRECTION: &str = "sp.traffic.direction";
-    /// The service the proxy fronts.
-    pub const SERVICE_NAME: &str = "sp.service.name";
-    /// The resource's service name (OpenTelemetry semantic convention).
-    pub const RESOURCE_SERVICE_NAME: &str = "service.name";
-    /// Request host, port included when present.
-    pub const URL_HOST: &str = "url.host";
-    /// Request path, which the official proxy sends with the query string.
-    pub const URL_PATH: &str = "url.path";
-    /// Request method (the official proxy sends only the `:method` header attribute).
-    pub const REQUEST_METHOD: &str = "http.request.method";
-    /// Prefix of request header attributes (`http.request.header.content-type`).
-    pub const REQUEST_HEADER_PREFIX: &str = "http.request.header.";
-    /// Request body (text, or base64 with the encoding attribute).
-    pub const REQUEST_BODY: &str = "http.request.body";
-    /// `base64` when the request body attribute is base64.
-    pub const REQUEST_BODY_ENCODING: &str = "http.request.body.encoding";
-    /// Response status (int).
-    pub const RESPONSE_STATUS: &str = "http.response.status_code";
-    /// Prefix of response header attributes.
-    pub const RESPONSE_HEADER_PREFIX: &str = "http.response.header.";
-    /// Response body (text, or base64 with the encoding attribute).
-    pub const RESPONSE_BODY: &str = "http.response.body";
-    /// `base64` when the response body attribute is base64.
-    pub const RESPONSE_BODY_ENCODING: &str = "http.response.body.encoding";
-    /// Which decision produced an inject answer (`mock`, `error`, `strict_miss`).
-    pub const DECISION: &str = "sp.decision";
-    /// The label of the rule that decided.
-    pub const RULE_NAME: &str = "sp.rule.name";
-    /// The layer of the rule that decided (`session`, `case`, `policy`).
-    pub const RULE_LAYER: &str = "sp.rule.layer";
-    /// The session revision the decision was made at (int).
-    pub const SESSION_REVISION: &str = "sp.session.revision";
-    /// The `tracestate` entry key that carries the session id.
-    pub const TRACESTATE_SESSION: &str = "x-softprobe-session-id";
-}
+pub use softprobe_otlp::{keys, tracestate_session};
 
 /// How an OTLP/HTTP body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,14 +212,6 @@ pub fn session_of<'a>(span: &'a Span, resource: Option<&'a Resource>) -> Option<
     string_attribute(&span.attributes, keys::SESSION_ID)
         .or_else(|| resource.and_then(|r| string_attribute(&r.attributes, keys::SESSION_ID)))
         .or_else(|| tracestate_session(&span.trace_state))
-}
-
-/// The session id in a W3C `tracestate` value, if it has a Softprobe entry.
-pub fn tracestate_session(tracestate: &str) -> Option<&str> {
-    tracestate.split(',').find_map(|entry| {
-        let (key, value) = entry.trim().split_once('=')?;
-        (key.trim() == keys::TRACESTATE_SESSION && !value.trim().is_empty()).then(|| value.trim())
-    })
 }
 
 /// Whether the span is an inject lookup.
@@ -545,16 +495,6 @@ mod tests {
             "5b8efff798038103d269b633813fc60c"
         );
         assert_eq!(span.kind, 2);
-    }
-
-    #[test]
-    fn tracestate_carries_the_session() {
-        assert_eq!(
-            tracestate_session("vendor=x, x-softprobe-session-id=sess_1 ,b=2"),
-            Some("sess_1")
-        );
-        assert_eq!(tracestate_session("x-softprobe-session-id="), None);
-        assert_eq!(tracestate_session(""), None);
     }
 
     #[test]
