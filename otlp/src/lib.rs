@@ -68,7 +68,11 @@ pub fn tracestate_with_session(existing: &str, session_id: &str) -> String {
         .split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
-        .filter(|entry| entry.split_once('=').is_none_or(|(key, _)| key.trim() != keys::TRACESTATE_SESSION))
+        .filter(|entry| {
+            entry
+                .split_once('=')
+                .is_none_or(|(key, _)| key.trim() != keys::TRACESTATE_SESSION)
+        })
         .collect();
     entries.truncate(31);
     let mut out = String::with_capacity(existing.len() + session_id.len() + 24);
@@ -87,7 +91,9 @@ pub fn tracestate_with_session(existing: &str, session_id: &str) -> String {
 pub fn valid_session_id(session_id: &str) -> bool {
     !session_id.is_empty()
         && session_id.len() <= 256
-        && session_id.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=' && b != b' ')
+        && session_id
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=' && b != b' ')
 }
 
 #[cfg(test)]
@@ -96,16 +102,25 @@ mod tests {
 
     #[test]
     fn reads_the_session_entry() {
-        assert_eq!(tracestate_session("vendor=x, x-softprobe-session-id=sess_1 ,b=2"), Some("sess_1"));
+        assert_eq!(
+            tracestate_session("vendor=x, x-softprobe-session-id=sess_1 ,b=2"),
+            Some("sess_1")
+        );
         assert_eq!(tracestate_session("x-softprobe-session-id="), None);
         assert_eq!(tracestate_session(""), None);
     }
 
     #[test]
     fn writes_the_session_entry_first_and_replaces_a_stale_one() {
-        assert_eq!(tracestate_with_session("", "sess_a"), "x-softprobe-session-id=sess_a");
         assert_eq!(
-            tracestate_with_session("rojo=00f067aa0ba902b7, x-softprobe-session-id=old,congo=t61rcWkgMzE", "sess_b"),
+            tracestate_with_session("", "sess_a"),
+            "x-softprobe-session-id=sess_a"
+        );
+        assert_eq!(
+            tracestate_with_session(
+                "rojo=00f067aa0ba902b7, x-softprobe-session-id=old,congo=t61rcWkgMzE",
+                "sess_b"
+            ),
             "x-softprobe-session-id=sess_b,rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
         );
         let many: Vec<String> = (0..40).map(|i| alloc::format!("k{i}=v")).collect();
