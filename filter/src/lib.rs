@@ -1,4 +1,17 @@
-//! Softprobe's Envoy proxy-wasm HTTP filter.
+//! Softprobe's Envoy proxy-wasm HTTP filter: asks the Softprobe runtime whether to mock each
+//! tagged request (`/v1/inject`), uploads what really happened (`/v1/traces`), and carries the
+//! session to the next hop in W3C `tracestate`.
 //!
-//! Placeholder crate: the filter arrives with the data-plane issue. It compiles for the host
-//! and for `wasm32-wasip1` so the workspace layout and build profile are settled now.
+//! Everything but `shim` is a pure core with no host calls, tested natively; the shim (built
+//! only for wasm) is the one user of `proxy-wasm` and applies the core's decisions.
+
+pub mod answer;
+pub mod body;
+pub mod config;
+pub mod exchange;
+pub mod proto;
+pub mod span;
+pub mod trace_context;
+
+#[cfg(target_arch = "wasm32")]
+mod shim;
