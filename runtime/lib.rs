@@ -4,6 +4,7 @@
 pub mod api;
 pub mod capture;
 pub mod cli;
+pub mod commands;
 pub mod metrics;
 pub mod otlp;
 pub mod proto;

@@ -17,11 +17,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Serve(args) => {
-            let server = Server::bind(&args).await?;
-            server.run(shutdown_signal()).await?;
-        }
+    if let Command::Serve(args) = &cli.command {
+        let server = Server::bind(args).await?;
+        server.run(shutdown_signal()).await?;
+        return Ok(());
     }
-    Ok(())
+    let code = softprobe::commands::run(cli).await;
+    std::process::exit(code.into());
 }

@@ -107,6 +107,8 @@ pub fn assert_error(response: &(StatusCode, Value), status: StatusCode, code: &s
 pub struct Runtime {
     pub addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Default capture directory, so no test writes into the working tree.
+    _captures: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -123,10 +125,18 @@ impl Runtime {
             "127.0.0.1:0",
         ];
         argv.extend_from_slice(extra);
+        let captures = tempfile::tempdir().expect("temporary directory");
+        let default_dir = captures.path().to_str().expect("UTF-8 path").to_owned();
+        if !extra.contains(&"--capture-dir") {
+            argv.extend(["--capture-dir", default_dir.as_str()]);
+        }
         let softprobe::cli::Command::Serve(args) =
             <softprobe::cli::Cli as clap::Parser>::try_parse_from(argv)
                 .expect("arguments")
-                .command;
+                .command
+        else {
+            unreachable!("the arguments name serve")
+        };
         let server = softprobe::serve::Server::bind(&args).await.expect("bind");
         let addr = server.http_addr();
         let grpc_addr = server.grpc_addr();
@@ -142,6 +152,7 @@ impl Runtime {
         Self {
             addr,
             grpc_addr,
+            _captures: captures,
             stop: Some(stop),
             task: Some(task),
         }

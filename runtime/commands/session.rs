@@ -1,0 +1,195 @@
+//! `softprobe session …`: start, load-case, rules apply, policy set, fixtures set, stats, close.
+
+use super::{CliError, Report, RuntimeClient, json_or_yaml, read_file};
+use crate::cli::{FixturesCommand, PolicyCommand, RulesCommand, SessionArgs, SessionCommand};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
+    let client = RuntimeClient::new(&args.client, Duration::from_secs(10))?;
+    match args.command {
+        SessionCommand::Start {
+            mode,
+            policy,
+            case_file,
+            shell,
+        } => {
+            start(
+                &client,
+                &mode,
+                policy.as_deref(),
+                case_file.as_deref(),
+                shell,
+            )
+            .await
+        }
+        SessionCommand::LoadCase { session, file } => {
+            let bytes = read_file(&file)?;
+            let summary = case_summary(&bytes);
+            let answer = client
+                .post(&path(&session.id, "load-case"), Some(bytes))
+                .await?;
+            let revision = &answer["sessionRevision"];
+            Ok(Report::fields(json!({"sessionId": session.id, "sessionRevision": revision, "caseId": summary.0, "traceCount": summary.1}))
+                .line(format!("session {} loaded case {}: revision {revision}", session.id, summary.0)))
+        }
+        SessionCommand::Rules {
+            command: RulesCommand::Apply { session, file },
+        } => {
+            let body = json_or_yaml(&file)?;
+            let count = rule_count(&body);
+            let answer = client.post(&path(&session.id, "rules"), Some(body)).await?;
+            Ok(Report::fields(json!({"sessionId": session.id, "sessionRevision": answer["sessionRevision"], "ruleCount": count}))
+                .line(format!("session {} rules applied ({count} rules): revision {}", session.id, answer["sessionRevision"])))
+        }
+        SessionCommand::Policy {
+            command:
+                PolicyCommand::Set {
+                    session,
+                    strict,
+                    file,
+                },
+        } => {
+            let (body, what) = match (strict, file) {
+                (true, _) => (
+                    br#"{"externalHttp":"strict","defaultOnMiss":"error"}"#.to_vec(),
+                    "strict".to_owned(),
+                ),
+                (false, Some(file)) => (json_or_yaml(&file)?, format!("from {}", file.display())),
+                (false, None) => (br#"{"externalHttp":"allow"}"#.to_vec(), "allow".to_owned()),
+            };
+            let answer = client
+                .post(&path(&session.id, "policy"), Some(body))
+                .await?;
+            Ok(Report::fields(
+                json!({"sessionId": session.id, "sessionRevision": answer["sessionRevision"]}),
+            )
+            .line(format!("session {} policy set {what}", session.id)))
+        }
+        SessionCommand::Fixtures {
+            command: FixturesCommand::Set { session, file },
+        } => {
+            let body = json_or_yaml(&file)?;
+            let answer = client
+                .post(&path(&session.id, "fixtures/auth"), Some(body))
+                .await?;
+            Ok(Report::fields(
+                json!({"sessionId": session.id, "sessionRevision": answer["sessionRevision"]}),
+            )
+            .line(format!("session {} fixtures set", session.id)))
+        }
+        SessionCommand::Stats { session } => {
+            let stats = client.get(&path(&session.id, "stats")).await?;
+            let mut report = Report::fields(stats.clone())
+                .line(format!("session {} stats", session.id))
+                .line(format!("revision: {}", stats["sessionRevision"]))
+                .line(format!(
+                    "mode: {}",
+                    stats["mode"].as_str().unwrap_or_default()
+                ));
+            if let Some(counters) = stats["stats"].as_object() {
+                for (name, value) in counters {
+                    report = report.line(format!("{name}: {value}"));
+                }
+            }
+            Ok(report)
+        }
+        SessionCommand::Close { session, out } => close(&client, &session.id, out.as_deref()).await,
+    }
+}
+
+pub(super) fn path(id: &str, route: &str) -> String {
+    format!("/v1/sessions/{}/{route}", encode(id))
+}
+
+/// Percent-encodes a path segment or query value.
+pub(super) fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn start(
+    client: &RuntimeClient,
+    mode: &str,
+    policy: Option<&Path>,
+    case_file: Option<&Path>,
+    shell: bool,
+) -> Result<Report, CliError> {
+    // Read local files before creating anything, so a typo leaves no session behind.
+    let policy = policy.map(json_or_yaml).transpose()?;
+    let case = case_file.map(read_file).transpose()?;
+    let created = client
+        .post(
+            "/v1/sessions",
+            Some(json!({ "mode": mode }).to_string().into_bytes()),
+        )
+        .await?;
+    let id = created["sessionId"].as_str().unwrap_or_default().to_owned();
+    let mut revision = created["sessionRevision"].clone();
+    for (route, body) in [("policy", policy), ("load-case", case)] {
+        if let Some(body) = body {
+            revision = client.post(&path(&id, route), Some(body)).await?["sessionRevision"].clone();
+        }
+    }
+    let report =
+        Report::fields(json!({"sessionId": id, "sessionRevision": revision, "mode": mode}));
+    Ok(if shell {
+        report.line(format!("export SOFTPROBE_SESSION_ID={id}"))
+    } else {
+        report
+            .line(format!("session created: {id}"))
+            .line(format!("mode: {mode}, revision: {revision}"))
+    })
+}
+
+async fn close(client: &RuntimeClient, id: &str, out: Option<&Path>) -> Result<Report, CliError> {
+    // The runtime writes the file; make the path absolute so it means what the user typed.
+    let out = out
+        .map(|p| std::path::absolute(p).map_err(|err| CliError::io(p, err)))
+        .transpose()?;
+    let query = out
+        .as_ref()
+        .map(|p| format!("?out={}", encode(&p.display().to_string())))
+        .unwrap_or_default();
+    let closed = client
+        .post(&format!("{}{query}", path(id, "close")), None)
+        .await?;
+    let mut report = Report::fields(json!({"sessionId": id, "closed": true}))
+        .line(format!("session {id} closed"));
+    if let Some(written) = closed["capturePath"].as_str() {
+        report.fields.insert("capturePath".into(), json!(written));
+        report = report.line(format!("capturePath: {written}"));
+    } else if let Some(out) = out {
+        // A runtime that does not write files (hosted) serves the capture for download.
+        let case = client.get(&format!("/v1/captures/{}", encode(id))).await?;
+        let text = serde_json::to_string_pretty(&case).unwrap_or_default();
+        std::fs::write(&out, text + "\n").map_err(|err| CliError::io(&out, err))?;
+        report
+            .fields
+            .insert("capturePath".into(), json!(out.display().to_string()));
+        report = report.line(format!("wrote {}", out.display()));
+    }
+    Ok(report)
+}
+
+/// `(caseId, traceCount)` read locally, for the report.
+fn case_summary(bytes: &[u8]) -> (String, usize) {
+    let value: Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let id = value["caseId"].as_str().unwrap_or_default().to_owned();
+    (id, value["traces"].as_array().map_or(0, Vec::len))
+}
+
+fn rule_count(body: &[u8]) -> usize {
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    value
+        .as_array()
+        .or_else(|| value["rules"].as_array())
+        .map_or(0, Vec::len)
+}
