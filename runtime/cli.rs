@@ -67,6 +67,8 @@ pub struct ClientArgs {
 pub enum Command {
     /// Run the runtime: control API, OTLP receivers and session store.
     Serve(ServeArgs),
+    /// Run the proxy-wasm filter in front of an app (--upstream) or as a forward proxy.
+    Proxy(ProxyArgs),
     /// Check the runtime, its API versions and auth, and optionally a filter .wasm and a proxy.
     Doctor(DoctorArgs),
     /// Create and drive sessions.
@@ -85,6 +87,38 @@ pub enum Command {
     Scrub(ScrubArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
+}
+
+/// `softprobe proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    pub listen: SocketAddr,
+    /// The filter module (`softprobe_filter.wasm`).
+    #[arg(long)]
+    pub filter: PathBuf,
+    /// Plugin configuration: JSON, or `@FILE`.
+    #[arg(long)]
+    pub config: String,
+    /// Reverse-proxy target (`http://127.0.0.1:8081`); without it, a forward proxy for
+    /// absolute-form requests (point the app's HTTP_PROXY here).
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Where a filter cluster goes: `NAME=http://host:port`; may be repeated. Istio-style
+    /// `outbound|<port>||<host>` names resolve without it.
+    #[arg(long = "cluster", value_parser = parse_cluster)]
+    pub clusters: Vec<(String, String)>,
+}
+
+fn parse_cluster(text: &str) -> Result<(String, String), String> {
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=URL, got {text:?}"))?;
+    if !url.starts_with("http://") {
+        return Err(format!("cluster {name}: {url:?} is not an http:// URL"));
+    }
+    Ok((name.to_owned(), url.trim_end_matches('/').to_owned()))
 }
 
 /// `softprobe doctor`.

@@ -8,5 +8,6 @@ pub mod commands;
 pub mod metrics;
 pub mod otlp;
 pub mod proto;
+pub mod proxy;
 pub mod serve;
 pub mod state;

@@ -1,8 +1,26 @@
 //! The `softprobe` binary: parses arguments, installs logging, runs the command.
 
 use clap::Parser as _;
+use softprobe::cli::ProxyArgs;
 use softprobe::cli::{Cli, Command, log_filter};
+use softprobe::proxy::{ProxyConfig, ProxyServer};
 use softprobe::serve::{Server, shutdown_signal};
+
+/// Reads `--config` (inline JSON or `@FILE`) into a proxy configuration.
+fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
+    let configuration = match args.config.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("--config @{path}: {err}"))?,
+        None => args.config.clone(),
+    };
+    Ok(ProxyConfig {
+        listen: args.listen,
+        filter: args.filter.clone(),
+        configuration,
+        upstream: args.upstream.clone(),
+        clusters: args.clusters.iter().cloned().collect(),
+    })
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,10 +35,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Serve(args) = &cli.command {
-        let server = Server::bind(args).await?;
-        server.run(shutdown_signal()).await?;
-        return Ok(());
+    match &cli.command {
+        Command::Serve(args) => {
+            let server = Server::bind(args).await?;
+            server.run(shutdown_signal()).await?;
+            return Ok(());
+        }
+        Command::Proxy(args) => {
+            let server = ProxyServer::bind(proxy_config(args)?).await?;
+            server.run(shutdown_signal()).await?;
+            return Ok(());
+        }
+        _ => {}
     }
     let code = softprobe::commands::run(cli).await;
     std::process::exit(code.into());

@@ -16,6 +16,8 @@ use crate::cli::{Cli, Command, Output};
 use serde_json::{Map, Value, json};
 
 pub use client::RuntimeClient;
+pub(crate) use client::error_chain;
+pub(crate) use doctor::proxy_wasm_exports;
 
 /// Exit codes, as the reference CLI documents them.
 pub mod exit {
@@ -117,7 +119,7 @@ impl Report {
 pub async fn run(cli: Cli) -> u8 {
     let output = cli.output.clone();
     let result = match cli.command {
-        Command::Serve(_) => unreachable!("serve is run by main"),
+        Command::Serve(_) | Command::Proxy(_) => unreachable!("servers are run by main"),
         Command::Doctor(args) => doctor::run(args, &output).await,
         Command::Session(args) => session::run(args).await,
         Command::Inspect(args) => inspect::run(args).await,

@@ -1,0 +1,468 @@
+//! One filter instance in wasmtime: the host-side state its host calls read and write, and the
+//! calls into its `proxy_on_*` exports.
+
+use super::abi::{self, buffer, map, status};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+use wasmtime::{Engine, Instance, Linker, Module, Store, TypedFunc};
+
+/// What a stream's filter decided outside its callback's return value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Resume the held request.
+    Continue,
+    /// Answer locally.
+    Local {
+        /// Status code.
+        status: u16,
+        /// Headers.
+        headers: Vec<(String, String)>,
+        /// Body.
+        body: Vec<u8>,
+    },
+}
+
+/// Header pairs as the proxy-wasm ABI carries them (names may repeat).
+pub(crate) type Headers = Vec<(String, String)>;
+
+/// A message: its headers and body.
+pub(crate) type Message = (Headers, Vec<u8>);
+
+/// An HTTP call the filter dispatched during a callback, for the host to run.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingCall {
+    pub(crate) token: u32,
+    pub(crate) context: u32,
+    pub(crate) upstream: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) timeout: Duration,
+}
+
+/// One HTTP stream's data as the filter sees it.
+#[derive(Debug, Default)]
+pub(crate) struct Stream {
+    pub(crate) request_headers: Vec<(String, String)>,
+    pub(crate) request_body: Vec<u8>,
+    pub(crate) response_headers: Vec<(String, String)>,
+    pub(crate) response_body: Vec<u8>,
+    pub(crate) effect: Option<Effect>,
+}
+
+/// The state behind the host functions.
+pub(crate) struct HostState {
+    pub(crate) plugin_configuration: Vec<u8>,
+    pub(crate) effective: u32,
+    pub(crate) streams: HashMap<u32, Stream>,
+    pub(crate) call_response: Option<Message>,
+    pub(crate) pending_calls: Vec<PendingCall>,
+    pub(crate) next_token: u32,
+    /// Cluster name → base URL.
+    pub(crate) clusters: HashMap<String, String>,
+    /// Error lines logged during `on_configure`, to explain a refusal.
+    pub(crate) errors: Vec<String>,
+}
+
+impl HostState {
+    pub(crate) fn log(&mut self, level: i32, message: &str) {
+        match level {
+            0 => tracing::trace!(target: "softprobe::filter", "{message}"),
+            1 => tracing::debug!(target: "softprobe::filter", "{message}"),
+            2 => tracing::info!(target: "softprobe::filter", "{message}"),
+            3 => tracing::warn!(target: "softprobe::filter", "{message}"),
+            _ => {
+                tracing::error!(target: "softprobe::filter", "{message}");
+                self.errors.push(message.to_owned());
+            }
+        }
+    }
+
+    fn stream(&self) -> Option<&Stream> {
+        self.streams.get(&self.effective)
+    }
+
+    fn stream_mut(&mut self) -> Option<&mut Stream> {
+        self.streams.get_mut(&self.effective)
+    }
+
+    pub(crate) fn buffer(&self, kind: i32) -> Option<&[u8]> {
+        match kind {
+            buffer::REQUEST_BODY => self.stream().map(|s| s.request_body.as_slice()),
+            buffer::RESPONSE_BODY => self.stream().map(|s| s.response_body.as_slice()),
+            buffer::CALL_RESPONSE_BODY => {
+                self.call_response.as_ref().map(|(_, body)| body.as_slice())
+            }
+            buffer::PLUGIN_CONFIGURATION => Some(&self.plugin_configuration),
+            buffer::VM_CONFIGURATION => Some(&[]),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_buffer(&mut self, kind: i32, start: usize, size: usize, bytes: &[u8]) -> i32 {
+        let target = match kind {
+            buffer::REQUEST_BODY => self.stream_mut().map(|s| &mut s.request_body),
+            buffer::RESPONSE_BODY => self.stream_mut().map(|s| &mut s.response_body),
+            _ => None,
+        };
+        let Some(target) = target else {
+            return status::NOT_FOUND;
+        };
+        let start = start.min(target.len());
+        let end = start.saturating_add(size).min(target.len());
+        target.splice(start..end, bytes.iter().copied());
+        status::OK
+    }
+
+    pub(crate) fn headers(&self, kind: i32) -> Option<&Vec<(String, String)>> {
+        match kind {
+            map::REQUEST_HEADERS => self.stream().map(|s| &s.request_headers),
+            map::RESPONSE_HEADERS => self.stream().map(|s| &s.response_headers),
+            map::CALL_RESPONSE_HEADERS => self.call_response.as_ref().map(|(headers, _)| headers),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn headers_mut(&mut self, kind: i32) -> Option<&mut Vec<(String, String)>> {
+        match kind {
+            map::REQUEST_HEADERS => self.stream_mut().map(|s| &mut s.request_headers),
+            map::RESPONSE_HEADERS => self.stream_mut().map(|s| &mut s.response_headers),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_effect(&mut self, effect: Effect) {
+        if let Some(stream) = self.stream_mut() {
+            // A local reply is final; a later resume does not undo it.
+            if !matches!(stream.effect, Some(Effect::Local { .. })) {
+                stream.effect = Some(effect);
+            }
+        }
+    }
+
+    /// The base URL of a cluster: `--cluster` entries first, then the Istio-style
+    /// `outbound|<port>||<host>` name the filter derives from its backend URL.
+    pub(crate) fn resolve(&self, cluster: &str) -> Option<String> {
+        if let Some(url) = self.clusters.get(cluster) {
+            return Some(url.clone());
+        }
+        let mut parts = cluster.split('|');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("outbound"), Some(port), Some(_), Some(host))
+                if !host.is_empty() && port.parse::<u16>().is_ok() =>
+            {
+                Some(format!("http://{host}:{port}"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Typed handles on the filter's exports.
+struct Exports {
+    context_create: TypedFunc<(i32, i32), ()>,
+    request_headers: TypedFunc<(i32, i32, i32), i32>,
+    request_body: TypedFunc<(i32, i32, i32), i32>,
+    response_headers: TypedFunc<(i32, i32, i32), i32>,
+    response_body: TypedFunc<(i32, i32, i32), i32>,
+    http_call_response: TypedFunc<(i32, i32, i32, i32, i32), ()>,
+    done: TypedFunc<i32, i32>,
+    log: TypedFunc<i32, ()>,
+    delete: TypedFunc<i32, ()>,
+}
+
+/// Why a filter could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read the filter {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The module is not a usable proxy-wasm filter.
+    #[error("{0}")]
+    Invalid(String),
+    /// The filter refused its configuration.
+    #[error("the filter refused its configuration: {0}")]
+    Configuration(String),
+}
+
+/// The root context id; stream contexts count up from it.
+const ROOT_CONTEXT: u32 = 1;
+
+/// A loaded, configured filter instance.
+pub(crate) struct Vm {
+    store: Store<HostState>,
+    exports: Exports,
+    next_context: u32,
+}
+
+fn invalid(what: impl std::fmt::Display) -> LoadError {
+    LoadError::Invalid(what.to_string())
+}
+
+impl Vm {
+    /// Loads the module, runs its start-up and `on_configure` with `configuration`.
+    pub(crate) fn load(
+        path: &Path,
+        configuration: &[u8],
+        clusters: HashMap<String, String>,
+    ) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        crate::commands::proxy_wasm_exports(&bytes).map_err(LoadError::Invalid)?;
+        let engine = Engine::default();
+        let module = Module::new(&engine, &bytes)
+            .map_err(|err| invalid(format!("cannot compile {}: {err}", path.display())))?;
+        let mut linker = Linker::new(&engine);
+        abi::link(&mut linker, &module).map_err(invalid)?;
+        let state = HostState {
+            plugin_configuration: configuration.to_vec(),
+            effective: ROOT_CONTEXT,
+            streams: HashMap::new(),
+            call_response: None,
+            pending_calls: Vec::new(),
+            next_token: 0,
+            clusters,
+            errors: Vec::new(),
+        };
+        let mut store = Store::new(&engine, state);
+        let instance = linker
+            .instantiate(&mut store, &module)
+            .map_err(|err| invalid(format!("cannot instantiate the filter: {err}")))?;
+        if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            initialize
+                .call(&mut store, ())
+                .map_err(|err| invalid(format!("the filter's _initialize failed: {err}")))?;
+        }
+        let exports = exports(&instance, &mut store)?;
+        let vm_start = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "proxy_on_vm_start")
+            .map_err(invalid)?;
+        let configure = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "proxy_on_configure")
+            .map_err(invalid)?;
+        let root = ROOT_CONTEXT as i32;
+        exports
+            .context_create
+            .call(&mut store, (root, 0))
+            .map_err(invalid)?;
+        vm_start.call(&mut store, (root, 0)).map_err(invalid)?;
+        let size = configuration.len() as i32;
+        let accepted = configure.call(&mut store, (root, size)).map_err(invalid)?;
+        if accepted == 0 {
+            let reasons = std::mem::take(&mut store.data_mut().errors);
+            let reason = if reasons.is_empty() {
+                "no reason logged".to_owned()
+            } else {
+                reasons.join("; ")
+            };
+            return Err(LoadError::Configuration(reason));
+        }
+        Ok(Self {
+            store,
+            exports,
+            next_context: ROOT_CONTEXT + 1,
+        })
+    }
+
+    fn enter(&mut self, context: u32) {
+        self.store.data_mut().effective = context;
+    }
+
+    /// Creates a stream context holding these request headers and body.
+    pub(crate) fn create_stream(
+        &mut self,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> wasmtime::Result<u32> {
+        let context = self.next_context;
+        self.next_context += 1;
+        self.store.data_mut().streams.insert(
+            context,
+            Stream {
+                request_headers: headers,
+                request_body: body,
+                ..Stream::default()
+            },
+        );
+        self.enter(context);
+        self.exports
+            .context_create
+            .call(&mut self.store, (context as i32, ROOT_CONTEXT as i32))?;
+        Ok(context)
+    }
+
+    /// Delivers the request: headers, then the body when there is one. Returns whether the
+    /// filter let it continue without holding it.
+    pub(crate) fn on_request(&mut self, context: u32) -> wasmtime::Result<bool> {
+        self.enter(context);
+        let (count, body_len) = {
+            let stream = &self.store.data().streams[&context];
+            (
+                stream.request_headers.len() as i32,
+                stream.request_body.len() as i32,
+            )
+        };
+        let mut action = self.exports.request_headers.call(
+            &mut self.store,
+            (context as i32, count, i32::from(body_len == 0)),
+        )?;
+        if body_len > 0 {
+            self.enter(context);
+            action = self
+                .exports
+                .request_body
+                .call(&mut self.store, (context as i32, body_len, 1))?;
+        }
+        Ok(action == abi::ACTION_CONTINUE)
+    }
+
+    /// Delivers the upstream response.
+    pub(crate) fn on_response(
+        &mut self,
+        context: u32,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> wasmtime::Result<()> {
+        let count = headers.len() as i32;
+        let body_len = body.len() as i32;
+        if let Some(stream) = self.store.data_mut().streams.get_mut(&context) {
+            stream.response_headers = headers;
+            stream.response_body = body;
+        }
+        self.enter(context);
+        self.exports.response_headers.call(
+            &mut self.store,
+            (context as i32, count, i32::from(body_len == 0)),
+        )?;
+        if body_len > 0 {
+            self.enter(context);
+            self.exports
+                .response_body
+                .call(&mut self.store, (context as i32, body_len, 1))?;
+        }
+        Ok(())
+    }
+
+    /// Delivers an HTTP call's answer (`None`: it failed or timed out, as Envoy reports it).
+    pub(crate) fn on_call_response(
+        &mut self,
+        token: u32,
+        response: Option<Message>,
+    ) -> wasmtime::Result<()> {
+        let (headers, body) = response.unwrap_or_default();
+        let (count, len) = (headers.len() as i32, body.len() as i32);
+        self.store.data_mut().call_response = Some((headers, body));
+        self.enter(ROOT_CONTEXT);
+        let result = self.exports.http_call_response.call(
+            &mut self.store,
+            (ROOT_CONTEXT as i32, token as i32, count, len, 0),
+        );
+        self.store.data_mut().call_response = None;
+        result
+    }
+
+    /// The request headers and body as the filter left them.
+    pub(crate) fn request(&self, context: u32) -> Option<Message> {
+        self.store
+            .data()
+            .streams
+            .get(&context)
+            .map(|s| (s.request_headers.clone(), s.request_body.clone()))
+    }
+
+    /// The response headers as the filter left them.
+    pub(crate) fn response_headers(&self, context: u32) -> Vec<(String, String)> {
+        self.store
+            .data()
+            .streams
+            .get(&context)
+            .map(|s| s.response_headers.clone())
+            .unwrap_or_default()
+    }
+
+    /// Takes the stream's pending effect.
+    pub(crate) fn take_effect(&mut self, context: u32) -> Option<Effect> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&context)
+            .and_then(|s| s.effect.take())
+    }
+
+    /// Streams with an effect waiting.
+    pub(crate) fn streams_with_effects(&self) -> Vec<u32> {
+        self.store
+            .data()
+            .streams
+            .iter()
+            .filter(|(_, s)| s.effect.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The HTTP calls dispatched since the last take.
+    pub(crate) fn take_calls(&mut self) -> Vec<PendingCall> {
+        std::mem::take(&mut self.store.data_mut().pending_calls)
+    }
+
+    /// Base URL of a cluster.
+    pub(crate) fn resolve(&self, cluster: &str) -> Option<String> {
+        self.store.data().resolve(cluster)
+    }
+
+    /// Ends a stream: done, log, delete.
+    pub(crate) fn finish(&mut self, context: u32) {
+        for call in [
+            self.exports
+                .done
+                .call(&mut self.store, context as i32)
+                .map(|_| ()),
+            self.exports.log.call(&mut self.store, context as i32),
+            self.exports.delete.call(&mut self.store, context as i32),
+        ] {
+            if let Err(err) = call {
+                tracing::warn!(context, %err, "Filter callback failed at stream end.");
+            }
+        }
+        self.store.data_mut().streams.remove(&context);
+    }
+}
+
+fn exports(instance: &Instance, store: &mut Store<HostState>) -> Result<Exports, LoadError> {
+    Ok(Exports {
+        context_create: instance
+            .get_typed_func(&mut *store, "proxy_on_context_create")
+            .map_err(invalid)?,
+        request_headers: instance
+            .get_typed_func(&mut *store, "proxy_on_request_headers")
+            .map_err(invalid)?,
+        request_body: instance
+            .get_typed_func(&mut *store, "proxy_on_request_body")
+            .map_err(invalid)?,
+        response_headers: instance
+            .get_typed_func(&mut *store, "proxy_on_response_headers")
+            .map_err(invalid)?,
+        response_body: instance
+            .get_typed_func(&mut *store, "proxy_on_response_body")
+            .map_err(invalid)?,
+        http_call_response: instance
+            .get_typed_func(&mut *store, "proxy_on_http_call_response")
+            .map_err(invalid)?,
+        done: instance
+            .get_typed_func(&mut *store, "proxy_on_done")
+            .map_err(invalid)?,
+        log: instance
+            .get_typed_func(&mut *store, "proxy_on_log")
+            .map_err(invalid)?,
+        delete: instance
+            .get_typed_func(&mut *store, "proxy_on_delete")
+            .map_err(invalid)?,
+    })
+}
