@@ -289,8 +289,18 @@ pub fn hop_of(span: &Span, resource: Option<&Resource>) -> Hop {
             }
         } else if kv.key == keys::REQUEST_BODY {
             if let AnyValueKind::StringValue(body) = value {
+                // A body the proxy sent as base64 (no textual content type) still matches
+                // `bodyJsonPath` when its bytes are UTF-8.
                 let base64 = string_attribute(attrs, keys::REQUEST_BODY_ENCODING) == Some("base64");
-                hop.body = (!base64).then(|| body.clone());
+                hop.body = if base64 {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .ok()
+                        .and_then(|bytes| String::from_utf8(bytes).ok())
+                } else {
+                    Some(body.clone())
+                };
             }
         } else if let Some(tag) = tag_of(value) {
             hop.tags.push((kv.key.clone(), tag));
