@@ -8,6 +8,7 @@ use crate::session::{Session, Stats};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use std::future::{Ready, ready};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
@@ -42,13 +43,15 @@ impl Default for MatchRulesConfig {
 /// Adds the rule matcher in front of the case writer.
 #[derive(Debug, Clone)]
 pub struct MatchRulesLayer {
-    config: MatchRulesConfig,
+    config: Arc<MatchRulesConfig>,
 }
 
 impl MatchRulesLayer {
     /// A matcher with these settings.
     pub fn new(config: MatchRulesConfig) -> Self {
-        Self { config }
+        Self {
+            config: Arc::new(config),
+        }
     }
 }
 
@@ -63,11 +66,11 @@ impl<S> Layer<S> for MatchRulesLayer {
     }
 }
 
-/// The rule matcher service.
+/// The rule matcher service. Cloned per request, so its settings are shared, not copied.
 #[derive(Debug, Clone)]
 pub struct MatchRules<S> {
     inner: S,
-    config: MatchRulesConfig,
+    config: Arc<MatchRulesConfig>,
 }
 
 /// Decides one lookup against the session's current snapshot and counts the outcome.
