@@ -24,9 +24,12 @@ use std::time::Duration;
 use support::Runtime;
 
 fn filter_wasm() -> PathBuf {
-    let path = std::env::var_os("SOFTPROBE_FILTER_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/wasm32-wasip1/wasm-release/softprobe_filter.wasm")
-    });
+    let path = std::env::var_os("SOFTPROBE_FILTER_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/wasm32-wasip1/wasm-release/softprobe_filter.wasm")
+        });
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo build --profile wasm-release -p softprobe-filter --target wasm32-wasip1` (or set SOFTPROBE_FILTER_WASM)",
@@ -47,25 +50,38 @@ async fn serve(router: Router) -> SocketAddr {
 
 /// The real dependency: answers `{"dep":"real"}` and remembers each request.
 async fn dependency(seen: Seen) -> SocketAddr {
-    let router = Router::new()
-        .fallback(any(|State(seen): State<Seen>, method: Method, uri: axum::http::Uri, headers: HeaderMap| async move {
-            seen.lock().unwrap().push((method.to_string(), uri.path().to_owned(), headers));
-            axum::Json(json!({"dep": "real"}))
-        }))
-        .with_state(seen);
+    let router =
+        Router::new()
+            .fallback(any(
+                |State(seen): State<Seen>,
+                 method: Method,
+                 uri: axum::http::Uri,
+                 headers: HeaderMap| async move {
+                    seen.lock()
+                        .unwrap()
+                        .push((method.to_string(), uri.path().to_owned(), headers));
+                    axum::Json(json!({"dep": "real"}))
+                },
+            ))
+            .with_state(seen);
     serve(router).await
 }
 
 /// The app under test: `/checkout` calls `http://<dependency>/dep` through the egress proxy,
 /// forwarding trace context, and returns the dependency's status and body.
 async fn app(dependency: SocketAddr, egress: SocketAddr) -> SocketAddr {
-    let client = reqwest::Client::builder().proxy(reqwest::Proxy::http(format!("http://{egress}")).unwrap()).build().unwrap();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{egress}")).unwrap())
+        .build()
+        .unwrap();
     let router = Router::new().route(
         "/checkout",
         any(move |method: Method, headers: HeaderMap, body: String| {
             let client = client.clone();
             async move {
-                let mut request = client.request(method, format!("http://{dependency}/dep")).body(body);
+                let mut request = client
+                    .request(method, format!("http://{dependency}/dep"))
+                    .body(body);
                 for name in ["traceparent", "tracestate", "content-type"] {
                     if let Some(value) = headers.get(name) {
                         request = request.header(name, value);
@@ -129,11 +145,26 @@ struct World {
 
 impl World {
     async fn session(&self, mode: &str, rules: Option<Value>, policy: Option<Value>) -> String {
-        let created: Value = self.client.post(self.runtime.url("/v1/sessions")).body(json!({"mode": mode}).to_string()).send().await.unwrap().json().await.unwrap();
+        let created: Value = self
+            .client
+            .post(self.runtime.url("/v1/sessions"))
+            .body(json!({"mode": mode}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let id = created["sessionId"].as_str().unwrap().to_owned();
         for (route, document) in [("rules", rules), ("policy", policy)] {
             if let Some(document) = document {
-                let answer = self.client.post(self.runtime.url(&format!("/v1/sessions/{id}/{route}"))).body(document.to_string()).send().await.unwrap();
+                let answer = self
+                    .client
+                    .post(self.runtime.url(&format!("/v1/sessions/{id}/{route}")))
+                    .body(document.to_string())
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(answer.status(), 200);
             }
         }
@@ -141,7 +172,10 @@ impl World {
     }
 
     async fn checkout(&self, method: Method, session: Option<&str>, body: &str) -> (u16, String) {
-        let mut request = self.client.request(method, format!("http://{}/checkout", self.ingress)).body(body.to_owned());
+        let mut request = self
+            .client
+            .request(method, format!("http://{}/checkout", self.ingress))
+            .body(body.to_owned());
         if let Some(session) = session {
             request = request.header("x-softprobe-session-id", session);
         }
@@ -150,7 +184,15 @@ impl World {
     }
 
     async fn stats(&self, session: &str) -> Value {
-        let stats: Value = self.client.get(self.runtime.url(&format!("/v1/sessions/{session}/stats"))).send().await.unwrap().json().await.unwrap();
+        let stats: Value = self
+            .client
+            .get(self.runtime.url(&format!("/v1/sessions/{session}/stats")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         stats["stats"].clone()
     }
 
@@ -163,7 +205,10 @@ impl World {
 async fn capture_replay_strict_and_fail_open_through_both_proxies() {
     let logs = Logs::default();
     let writer = logs.clone();
-    let _ = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_env_filter("softprobe=info").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter("softprobe=info")
+        .try_init();
 
     let runtime = Runtime::start(&[]).await;
     let seen = Seen::default();
@@ -171,10 +216,18 @@ async fn capture_replay_strict_and_fail_open_through_both_proxies() {
     let egress = proxy("outbound", runtime.addr, None).await;
     let app = app(dependency, egress).await;
     let ingress = proxy("inbound", runtime.addr, Some(format!("http://{app}"))).await;
-    let world = World { runtime, client: reqwest::Client::new(), ingress, seen };
+    let world = World {
+        runtime,
+        client: reqwest::Client::new(),
+        ingress,
+        seen,
+    };
 
     // 6. Untagged traffic passes untouched.
-    assert_eq!(world.checkout(Method::GET, None, "").await, (200, r#"{"dep":"real"}"#.to_owned()));
+    assert_eq!(
+        world.checkout(Method::GET, None, "").await,
+        (200, r#"{"dep":"real"}"#.to_owned())
+    );
     assert_eq!(world.upstream_hits(), 1);
 
     // 1. Capture: the case holds the inbound and the outbound hop.
@@ -186,24 +239,56 @@ async fn capture_replay_strict_and_fail_open_through_both_proxies() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let closed: Value = world.client.post(world.runtime.url(&format!("/v1/sessions/{capture}/close"))).send().await.unwrap().json().await.unwrap();
-    let case: Value = serde_json::from_slice(&std::fs::read(closed["capturePath"].as_str().unwrap()).unwrap()).unwrap();
+    let closed: Value = world
+        .client
+        .post(world.runtime.url(&format!("/v1/sessions/{capture}/close")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let case: Value =
+        serde_json::from_slice(&std::fs::read(closed["capturePath"].as_str().unwrap()).unwrap())
+            .unwrap();
     let mut hops: Vec<(String, String)> = Vec::new();
     for trace in case["traces"].as_array().unwrap() {
-        for span in trace["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap() {
-            let attribute = |key: &str| span["attributes"].as_array().unwrap().iter().find(|a| a["key"] == key).and_then(|a| a["value"]["stringValue"].as_str()).unwrap_or_default().to_owned();
+        for span in trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+            .as_array()
+            .unwrap()
+        {
+            let attribute = |key: &str| {
+                span["attributes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["key"] == key)
+                    .and_then(|a| a["value"]["stringValue"].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             hops.push((attribute("sp.traffic.direction"), attribute("url.path")));
         }
     }
     hops.sort();
-    assert_eq!(hops, [("inbound".to_owned(), "/checkout".to_owned()), ("outbound".to_owned(), "/dep".to_owned())], "{case}");
+    assert_eq!(
+        hops,
+        [
+            ("inbound".to_owned(), "/checkout".to_owned()),
+            ("outbound".to_owned(), "/dep".to_owned())
+        ],
+        "{case}"
+    );
 
     // 2. Replay with a mock rule: the app gets the mock, the dependency sees nothing.
     let before = world.upstream_hits();
     let mock = json!([{"name": "dep", "when": {"direction": "outbound", "method": "GET", "path": "/dep"},
         "then": {"action": "mock", "response": {"status": 200, "headers": {"content-type": "application/json"}, "body": {"dep": "mocked"}}}}]);
     let replay = world.session("replay", Some(mock), None).await;
-    assert_eq!(world.checkout(Method::GET, Some(&replay), "").await, (200, r#"{"dep":"mocked"}"#.to_owned()));
+    assert_eq!(
+        world.checkout(Method::GET, Some(&replay), "").await,
+        (200, r#"{"dep":"mocked"}"#.to_owned())
+    );
     assert_eq!(world.upstream_hits(), before);
     assert_eq!(world.stats(&replay).await["injectedSpans"], 1);
 
@@ -211,11 +296,22 @@ async fn capture_replay_strict_and_fail_open_through_both_proxies() {
     let post_mock = json!([{"when": {"direction": "outbound", "method": "POST", "path": "/dep", "bodyJsonPath": "$.sku == \"A-1\""},
         "then": {"action": "mock", "response": {"status": 201, "body": "charged"}}}]);
     let posting = world.session("replay", Some(post_mock), None).await;
-    assert_eq!(world.checkout(Method::POST, Some(&posting), r#"{"sku":"A-1"}"#).await, (201, "charged".to_owned()));
-    assert_eq!(world.upstream_hits(), before, "the mocked POST never reached the dependency");
+    assert_eq!(
+        world
+            .checkout(Method::POST, Some(&posting), r#"{"sku":"A-1"}"#)
+            .await,
+        (201, "charged".to_owned())
+    );
+    assert_eq!(
+        world.upstream_hits(),
+        before,
+        "the mocked POST never reached the dependency"
+    );
 
     // 4. Strict policy: the unmocked outbound call is blocked; inbound still reaches the app.
-    let strict = world.session("replay", None, Some(json!({"externalHttp": "strict"}))).await;
+    let strict = world
+        .session("replay", None, Some(json!({"externalHttp": "strict"})))
+        .await;
     let (status, body) = world.checkout(Method::GET, Some(&strict), "").await;
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("strict policy"), "{body}");
@@ -224,16 +320,38 @@ async fn capture_replay_strict_and_fail_open_through_both_proxies() {
 
     // The dependency never saw the session header.
     for (_, path, headers) in world.seen.lock().unwrap().iter() {
-        assert!(headers.get("x-softprobe-session-id").is_none(), "{path} received the session header");
+        assert!(
+            headers.get("x-softprobe-session-id").is_none(),
+            "{path} received the session header"
+        );
     }
 
     // 5. Runtime down: traffic still flows (fail open) and the proxy says why.
-    let World { runtime, client, ingress, seen } = world;
+    let World {
+        runtime,
+        client,
+        ingress,
+        seen,
+    } = world;
     runtime.stop().await;
-    let world = World { runtime: Runtime::start(&[]).await, client, ingress, seen };
-    assert_eq!(world.checkout(Method::GET, Some("sess_gone"), "").await, (200, r#"{"dep":"real"}"#.to_owned()));
+    let world = World {
+        runtime: Runtime::start(&[]).await,
+        client,
+        ingress,
+        seen,
+    };
+    assert_eq!(
+        world.checkout(Method::GET, Some("sess_gone"), "").await,
+        (200, r#"{"dep":"real"}"#.to_owned())
+    );
     assert_eq!(world.upstream_hits(), before + 1);
     let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
-    assert!(logged.contains("inject") && (logged.contains("fail") || logged.contains("unavailable") || logged.contains("forward")), "the proxy logs why it forwarded:\n{logged}");
+    assert!(
+        logged.contains("inject")
+            && (logged.contains("fail")
+                || logged.contains("unavailable")
+                || logged.contains("forward")),
+        "the proxy logs why it forwarded:\n{logged}"
+    );
     world.runtime.stop().await;
 }
