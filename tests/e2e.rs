@@ -355,3 +355,44 @@ async fn capture_replay_strict_and_fail_open_through_both_proxies() {
     );
     world.runtime.stop().await;
 }
+
+#[tokio::test]
+async fn the_proxy_refuses_a_missing_wasm_an_invalid_module_and_a_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let bind = |filter: PathBuf, configuration: &str| {
+        ProxyServer::bind(ProxyConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            filter,
+            configuration: configuration.to_owned(),
+            upstream: None,
+            clusters: Default::default(),
+        })
+    };
+    let good = r#"{"traffic_direction":"outbound","sp_backend_url":"http://127.0.0.1:9"}"#;
+    let missing = bind(dir.path().join("nope.wasm"), good)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(missing.starts_with("cannot read the filter"), "{missing}");
+    let not_wasm = dir.path().join("bad.wasm");
+    std::fs::write(&not_wasm, b"\0asm garbage").unwrap();
+    let invalid = bind(not_wasm, good).await.err().unwrap().to_string();
+    assert!(
+        invalid.contains("not a valid WebAssembly module"),
+        "{invalid}"
+    );
+    let refused = bind(filter_wasm(), r#"{"sp_backend_url":"http://127.0.0.1:9"}"#)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.starts_with("the filter refused its configuration: "),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("traffic_direction"),
+        "the filter's own reason: {refused}"
+    );
+}
