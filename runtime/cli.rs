@@ -420,7 +420,7 @@ pub struct ScrubArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Header name to redact (request and response); may be repeated. Default: authorization,
-    /// cookie, set-cookie, proxy-authorization, x-api-key.
+    /// proxy-authorization, cookie, set-cookie, x-api-key, api-key, x-auth-token, x-public-key.
     #[arg(long = "header")]
     pub headers: Vec<String>,
     /// JSON path (`$.card.number`) to redact in JSON bodies; may be repeated.

@@ -31,16 +31,7 @@ mod defaults {
         "/otlp/v1/logs",
     ];
     /// Headers never copied into spans, whatever `redact_headers` says.
-    pub(super) const REDACTED_HEADERS: &[&str] = &[
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "api-key",
-        "x-auth-token",
-        "x-public-key",
-    ];
+    pub(super) const REDACTED_HEADERS: &[&str] = softprobe_otlp::SENSITIVE_HEADERS;
 }
 
 /// Why a plugin configuration was refused.

@@ -52,6 +52,19 @@ pub mod keys {
     pub const TRACESTATE_SESSION: &str = "x-softprobe-session-id";
 }
 
+/// Headers whose values never reach a span or a case: the filter drops them, the runtime
+/// redacts them in exported spans, `softprobe scrub` redacts them in case files.
+pub const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-public-key",
+];
+
 /// The session id in a W3C `tracestate` value, if it has a Softprobe entry.
 pub fn tracestate_session(tracestate: &str) -> Option<&str> {
     tracestate.split(',').find_map(|entry| {

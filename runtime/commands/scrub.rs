@@ -8,17 +8,12 @@ use sha2::{Digest as _, Sha256};
 use softprobe_pipeline::json_path::BodyJsonPredicate;
 use softprobe_pipeline::otlp::keys;
 
-const DEFAULT_HEADERS: [&str; 5] = [
-    "authorization",
-    "cookie",
-    "set-cookie",
-    "proxy-authorization",
-    "x-api-key",
-];
-
 pub(super) fn run(args: ScrubArgs) -> Result<Report, CliError> {
     let headers: Vec<String> = if args.headers.is_empty() {
-        DEFAULT_HEADERS.map(str::to_owned).to_vec()
+        softprobe_otlp::SENSITIVE_HEADERS
+            .iter()
+            .map(|h| (*h).to_owned())
+            .collect()
     } else {
         args.headers
             .iter()

@@ -279,23 +279,7 @@ async fn forward(proxy: &Proxy, context: u32, base: &str) -> Response {
     let Some((headers, body)) = proxy.vm().request(context) else {
         return text(StatusCode::BAD_GATEWAY, "the stream vanished\n".into());
     };
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let method = header(":method")
-        .and_then(|m| reqwest::Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(reqwest::Method::GET);
-    let url = format!("{base}{}", header(":path").unwrap_or_else(|| "/".into()));
-    let mut request = proxy.http.request(method, &url).body(body);
-    if let Some(authority) = header(":authority") {
-        request = request.header("host", authority);
-    }
-    for (name, value) in headers.iter().filter(|(k, _)| !k.starts_with(':')) {
-        request = request.header(name.as_str(), value.as_str());
-    }
+    let (request, url) = outgoing(&proxy.http, base, &headers, body);
     let upstream = match request.send().await {
         Ok(upstream) => upstream,
         Err(err) => {
@@ -306,13 +290,7 @@ async fn forward(proxy: &Proxy, context: u32, base: &str) -> Response {
         }
     };
     let status = upstream.status();
-    let mut response_headers = vec![(":status".to_owned(), status.as_u16().to_string())];
-    for (name, value) in upstream.headers() {
-        response_headers.push((
-            name.as_str().to_owned(),
-            String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        ));
-    }
+    let response_headers = incoming_headers(&upstream);
     let body = match upstream.bytes().await {
         Ok(body) => body.to_vec(),
         Err(err) => return text(StatusCode::BAD_GATEWAY, format!("upstream {url}: {err}\n")),
@@ -373,28 +351,8 @@ fn run_calls(proxy: &Proxy, calls: Vec<PendingCall>) {
 /// Performs one filter HTTP call; `None` when it failed or timed out.
 async fn send_call(proxy: &Proxy, call: &PendingCall) -> Option<vm::Message> {
     let base = proxy.vm().resolve(&call.upstream)?;
-    let header = |name: &str| {
-        call.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let method = header(":method")
-        .and_then(|m| reqwest::Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(reqwest::Method::GET);
-    let url = format!("{base}{}", header(":path").unwrap_or_else(|| "/".into()));
-    let mut request = proxy
-        .http
-        .request(method, &url)
-        .timeout(call.timeout)
-        .body(call.body.clone());
-    for (name, value) in call
-        .headers
-        .iter()
-        .filter(|(k, _)| !k.starts_with(':') && !HOP_BY_HOP.contains(&k.as_str()))
-    {
-        request = request.header(name.as_str(), value.as_str());
-    }
+    let (request, url) = outgoing(&proxy.http, &base, &call.headers, call.body.clone());
+    let request = request.timeout(call.timeout);
     let response = match request.send().await {
         Ok(response) => response,
         Err(err) => {
@@ -402,6 +360,43 @@ async fn send_call(proxy: &Proxy, call: &PendingCall) -> Option<vm::Message> {
             return None;
         }
     };
+    let headers = incoming_headers(&response);
+    let body = response.bytes().await.ok()?.to_vec();
+    Some((headers, body))
+}
+
+/// An HTTP request from proxy-wasm pseudo-headers and headers: method, `base` + `:path`,
+/// `:authority` as `host`, the rest minus hop-by-hop headers. Returns it with its URL.
+fn outgoing(
+    http: &reqwest::Client,
+    base: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> (reqwest::RequestBuilder, String) {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let method = header(":method")
+        .and_then(|m| reqwest::Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(reqwest::Method::GET);
+    let url = format!("{base}{}", header(":path").unwrap_or("/"));
+    let mut request = http.request(method, &url).body(body);
+    if let Some(authority) = header(":authority") {
+        request = request.header("host", authority);
+    }
+    for (name, value) in headers {
+        if !name.starts_with(':') && !HOP_BY_HOP.contains(&name.as_str()) {
+            request = request.header(name.as_str(), value.as_str());
+        }
+    }
+    (request, url)
+}
+
+/// A response's status and headers as proxy-wasm header pairs (`:status` first).
+fn incoming_headers(response: &reqwest::Response) -> vm::Headers {
     let mut headers = vec![(":status".to_owned(), response.status().as_u16().to_string())];
     for (name, value) in response.headers() {
         headers.push((
@@ -409,8 +404,7 @@ async fn send_call(proxy: &Proxy, call: &PendingCall) -> Option<vm::Message> {
             String::from_utf8_lossy(value.as_bytes()).into_owned(),
         ));
     }
-    let body = response.bytes().await.ok()?.to_vec();
-    Some((headers, body))
+    headers
 }
 
 /// Deletes the stream's context once its uploads had time to finish (their answers need the

@@ -25,17 +25,11 @@ pub struct MatchRulesConfig {
 
 impl Default for MatchRulesConfig {
     fn default() -> Self {
-        let names = [
-            "authorization",
-            "proxy-authorization",
-            "cookie",
-            "set-cookie",
-            "x-api-key",
-            "api-key",
-            "x-auth-token",
-        ];
         Self {
-            redact_headers: names.map(str::to_owned).to_vec(),
+            redact_headers: softprobe_otlp::SENSITIVE_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
         }
     }
 }
