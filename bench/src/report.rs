@@ -1,0 +1,260 @@
+//! The report: medians over repetitions, the ratios against the ceilings, and pass/fail per
+//! goal (reported, never asserted), as Markdown.
+
+use crate::CaseWrite;
+use crate::load::Sample;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+pub(crate) const CEILING_HTTP: &str = "ceiling hyper (HTTP/1.1)";
+pub(crate) const INJECT_HIT: &str = "inject hit, HTTP protobuf";
+pub(crate) const INJECT_MISS: &str = "inject miss, HTTP protobuf";
+pub(crate) const INJECT_JSON: &str = "inject hit, HTTP JSON";
+pub(crate) const CEILING_GRPC: &str = "ceiling tonic (gRPC)";
+pub(crate) const INJECT_GRPC: &str = "inject hit, gRPC";
+pub(crate) const ONE_RULE_ONE_SESSION: &str = "inject hit, 1 rule, ~1 session";
+pub(crate) const MANY_RULES: &str = "inject hit, last of N rules";
+pub(crate) const MANY_SESSIONS: &str = "inject hit, 1 rule, +N idle sessions";
+
+/// Runs whose machine had more than this much CPU used by other processes are flagged.
+const NOISY_PCT: f64 = 5.0;
+
+/// One line of the report.
+#[derive(Clone, PartialEq)]
+pub(crate) struct Row(String);
+
+impl Row {
+    pub(crate) fn rate(name: &str, rate: f64) -> Self {
+        Self(format!("{name} @ {rate} req/s"))
+    }
+
+    pub(crate) fn max(name: &str) -> Self {
+        Self(format!("{name} @ max (closed loop)"))
+    }
+
+    pub(crate) fn ingest(protocol: &str, sink: bool) -> Self {
+        let who = if sink { "ceiling sink" } else { "runtime" };
+        Self(format!("ingest {protocol}, {who}"))
+    }
+
+    pub(crate) fn scale(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+}
+
+/// Everything measured, by row and repetition.
+pub(crate) struct Report {
+    rows: Vec<(Row, Vec<Sample>)>,
+    /// Correctness failures seen while measuring (sent != received).
+    pub(crate) failures: Vec<String>,
+    pub(crate) bytes_per_session: f64,
+    pub(crate) bytes_per_span: f64,
+    pub(crate) case_write: Option<CaseWrite>,
+}
+
+/// Medians of one row.
+struct Median {
+    per_second: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    cpu_us: f64,
+    errors: u64,
+    others_max: f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+impl Report {
+    pub(crate) fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            failures: Vec::new(),
+            bytes_per_session: f64::NAN,
+            bytes_per_span: f64::NAN,
+            case_write: None,
+        }
+    }
+
+    pub(crate) fn add(&mut self, row: Row, _rep: usize, sample: Sample) {
+        match self.rows.iter_mut().find(|(r, _)| *r == row) {
+            Some((_, samples)) => samples.push(sample),
+            None => self.rows.push((row, vec![sample])),
+        }
+    }
+
+    fn median(&self, row: &Row) -> Option<Median> {
+        let samples = &self.rows.iter().find(|(r, _)| r == row)?.1;
+        let of = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+        Some(Median {
+            per_second: of(&|s| s.per_second()),
+            p50: of(&|s| us(s.p(0.5))),
+            p99: of(&|s| us(s.p(0.99))),
+            p999: of(&|s| us(s.p(0.999))),
+            cpu_us: of(&|s| us(s.server_cpu_per_request)),
+            errors: samples.iter().map(|s| s.errors).sum(),
+            others_max: samples.iter().map(|s| s.others_cpu_pct).fold(0.0, f64::max),
+        })
+    }
+
+    /// The whole report as Markdown; `args` says how it was run.
+    pub(crate) fn markdown(&self, args: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "## Run\n\n`{args}`\n");
+        let _ = writeln!(
+            out,
+            "| scenario | achieved /s | p50 µs | p99 µs | p99.9 µs | server CPU µs/req | errors | other procs CPU % (max) |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (row, _) in &self.rows {
+            let Some(m) = self.median(row) else { continue };
+            let noisy = if m.others_max > NOISY_PCT { " ⚠" } else { "" };
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {:.1}{noisy} |",
+                row.0, m.per_second, m.p50, m.p99, m.p999, m.cpu_us, m.errors, m.others_max
+            );
+        }
+        let _ = writeln!(out, "\n## Ratios and goals (medians of the reps)\n");
+        let _ = writeln!(out, "| measure | value | goal | result |");
+        let _ = writeln!(out, "|---|---:|---|---|");
+        let mut goal = |what: String, value: f64, unit: &str, goal: &str, pass: Option<bool>| {
+            let result = match pass {
+                Some(true) => "PASS",
+                Some(false) => "FAIL",
+                None => "—",
+            };
+            let _ = writeln!(out, "| {what} | {value:.2}{unit} | {goal} | {result} |");
+        };
+        let get = |row: Row| self.median(&row);
+        for (name, ceiling) in [
+            (INJECT_HIT, CEILING_HTTP),
+            (INJECT_MISS, CEILING_HTTP),
+            (INJECT_JSON, CEILING_HTTP),
+            (INJECT_GRPC, CEILING_GRPC),
+        ] {
+            if let (Some(ours), Some(top)) = (get(Row::max(name)), get(Row::max(ceiling))) {
+                let ratio = ours.per_second / top.per_second;
+                goal(
+                    format!("max QPS: {name} / {ceiling}"),
+                    ratio,
+                    "",
+                    "≥ 0.7",
+                    Some(ratio >= 0.7),
+                );
+                goal(
+                    format!("server CPU per request: {name} / {ceiling}"),
+                    ours.cpu_us / top.cpu_us,
+                    "",
+                    "",
+                    None,
+                );
+            }
+        }
+        let rates: Vec<f64> = self
+            .rows
+            .iter()
+            .filter_map(|(r, _)| {
+                let rest = r.0.strip_prefix(CEILING_HTTP)?.strip_prefix(" @ ")?;
+                rest.strip_suffix(" req/s")?.parse().ok()
+            })
+            .collect();
+        for rate in rates {
+            for (name, ceiling) in [
+                (INJECT_HIT, CEILING_HTTP),
+                (INJECT_MISS, CEILING_HTTP),
+                (INJECT_JSON, CEILING_HTTP),
+                (INJECT_GRPC, CEILING_GRPC),
+            ] {
+                if let (Some(ours), Some(top)) =
+                    (get(Row::rate(name, rate)), get(Row::rate(ceiling, rate)))
+                {
+                    let overhead = ours.p99 - top.p99;
+                    let judged = (rate - 5000.0).abs() < f64::EPSILON;
+                    goal(
+                        format!("p99 overhead @ {rate} req/s: {name} − {ceiling}"),
+                        overhead,
+                        " µs",
+                        if judged { "< 100 µs" } else { "" },
+                        judged.then_some(overhead < 100.0),
+                    );
+                }
+            }
+        }
+        for protocol in ["http/protobuf", "http/json", "grpc"] {
+            if let (Some(ours), Some(top)) = (
+                get(Row::ingest(protocol, false)),
+                get(Row::ingest(protocol, true)),
+            ) {
+                let ratio = ours.per_second / top.per_second;
+                goal(
+                    format!("ingest spans/s {protocol}: runtime / sink"),
+                    ratio,
+                    "",
+                    "≥ 0.7",
+                    Some(ratio >= 0.7),
+                );
+            }
+        }
+        if let Some(base) = get(Row::scale(ONE_RULE_ONE_SESSION)) {
+            for (row, what) in [
+                (MANY_RULES, "p99 at N rules / at 1 rule"),
+                (MANY_SESSIONS, "p99 at +N sessions / at ~1 session"),
+            ] {
+                if let Some(big) = get(Row::scale(row)) {
+                    let ratio = big.p99 / base.p99;
+                    goal(what.to_owned(), ratio, "", "≤ 1.2", Some(ratio <= 1.2));
+                }
+            }
+        }
+        goal(
+            "live bytes per idle session".into(),
+            self.bytes_per_session,
+            " B",
+            "< 2048 B",
+            Some(self.bytes_per_session < 2048.0),
+        );
+        goal(
+            "live bytes per captured span (buffered, ~1 KiB of attributes)".into(),
+            self.bytes_per_span,
+            " B",
+            "",
+            None,
+        );
+        if let Some(w) = &self.case_write {
+            let secs = w.elapsed.as_secs_f64();
+            goal(
+                format!("case write: {} spans on close", w.spans),
+                w.spans as f64 / secs,
+                " spans/s",
+                "",
+                None,
+            );
+            goal(
+                "case write: bytes on disk".into(),
+                w.bytes as f64 / secs / 1e6,
+                " MB/s",
+                "",
+                None,
+            );
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(out, "\n## Correctness failures\n");
+            for failure in &self.failures {
+                let _ = writeln!(out, "- {failure}");
+            }
+        }
+        out
+    }
+}
