@@ -474,6 +474,7 @@ async fn ingest_once(
 async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
     let clients = Clients::new(args, servers).await?;
     let mut report = Report::new();
+    report.batch = args.batch;
     let session = clients.session("replay").await?;
     clients.rules(&session, 1).await?;
     let calls = clients.inject_calls(&session, &corpus::rule_path(0))?;
