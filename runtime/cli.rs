@@ -473,7 +473,7 @@ pub struct ServeArgs {
     /// Spans a capture session keeps; more are dropped, counted and mark the case incomplete.
     #[arg(long, env = "SOFTPROBE_CAPTURE_MAX_SPANS", default_value_t = 50_000)]
     pub capture_max_spans: usize,
-    /// Bytes of span JSON a capture session keeps; more are dropped and counted likewise.
+    /// Span bytes (protobuf-encoded size) a capture session keeps; more are dropped likewise.
     #[arg(long, env = "SOFTPROBE_CAPTURE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub capture_max_bytes: usize,
 }

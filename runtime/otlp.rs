@@ -24,6 +24,9 @@ use softprobe_pipeline::record::{
 use std::time::Instant;
 use tower::ServiceExt as _;
 
+/// The miss body, as the reference runtime words it.
+const NO_INJECT_MATCH: &str = r#"{"error":"no inject match"}"#;
+
 /// The OTLP/HTTP routes, merged into the HTTP API under its auth.
 pub fn http_routes() -> Router<AppState> {
     Router::new()
@@ -109,7 +112,11 @@ async fn inject_http(
         // Any 404 tells the proxy to forward; the body says why for people reading logs.
         Ok(_) => (
             StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": "no inject match"})),
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            NO_INJECT_MATCH,
         )
             .into_response(),
         Err(err) => pipeline_error(err).into_response(),

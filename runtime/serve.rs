@@ -6,6 +6,7 @@ use crate::proto::v1::inject_service_server::InjectServiceServer;
 use crate::state::{AppState, Settings};
 use crate::{api, otlp, proto};
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use softprobe_pipeline::capture::CaptureLimits;
 use softprobe_pipeline::store::{SessionStore, StoreLimits};
@@ -112,9 +113,14 @@ impl Server {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         let sweeper = tokio::spawn(sweep_idle_sessions(state.clone(), self.idle_timeout));
+        // Inject answers are small and latency-bound: never let Nagle hold them back.
+        let grpc_incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let grpc = grpc_server(state.clone())
-            .serve_with_incoming_shutdown(TcpIncoming::from(self.grpc), wait(stopped.clone()));
-        let http = axum::serve(self.http, app).with_graceful_shutdown(wait(stopped));
+            .serve_with_incoming_shutdown(grpc_incoming, wait(stopped.clone()));
+        let http_listener = self.http.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let http = axum::serve(http_listener, app).with_graceful_shutdown(wait(stopped));
         let signal = async move {
             shutdown.await;
             let _ = stop.send(true);

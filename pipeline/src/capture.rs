@@ -1,6 +1,7 @@
 //! The capture buffer of a capture session, and the case document written from it on close.
 
-use serde_json::value::RawValue;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use prost::Message as _;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -11,7 +12,8 @@ use std::time::SystemTime;
 pub struct CaptureLimits {
     /// Spans kept per session; later spans are dropped and counted.
     pub max_spans: usize,
-    /// Bytes of span JSON kept per session; later spans are dropped and counted.
+    /// Bytes of spans (protobuf-encoded size) kept per session; later spans are dropped and
+    /// counted.
     pub max_bytes: usize,
 }
 
@@ -34,11 +36,12 @@ pub struct CaptureBuffer {
 /// What a capture session recorded.
 #[derive(Debug, Default, Clone)]
 pub struct Captured {
-    /// OTLP JSON trace documents (`{"resourceSpans":[…]}`), serialized once, in arrival order.
-    pub traces: Vec<Box<RawValue>>,
+    /// Trace documents in arrival order, kept decoded: they become OTLP JSON only when a case
+    /// is written, off the ingest path.
+    pub traces: Vec<TracesData>,
     /// Spans kept.
     pub spans: usize,
-    /// Bytes of JSON kept.
+    /// Bytes kept (protobuf-encoded size).
     pub bytes: usize,
     /// Spans refused because a limit was reached; non-zero marks the case incomplete.
     pub dropped_spans: u64,
@@ -70,8 +73,8 @@ impl CaptureBuffer {
     }
 
     /// Appends one trace document of `spans` spans, or refuses it whole.
-    pub fn push(&self, trace: Box<RawValue>, spans: usize) -> Result<(), BufferFull> {
-        let bytes = trace.get().len();
+    pub fn push(&self, trace: TracesData, spans: usize) -> Result<(), BufferFull> {
+        let bytes = trace.encoded_len();
         let mut captured = self.lock();
         let limit = if captured.spans + spans > self.limits.max_spans {
             Some("max spans per session")
@@ -110,7 +113,7 @@ pub fn case_document(case_id: &str, created_at: SystemTime, captured: &Captured)
         "caseId": case_id,
         "mode": "capture",
         "createdAt": humantime::format_rfc3339_seconds(created_at).to_string(),
-        "traces": captured.traces,
+        "traces": captured.traces.iter().map(crate::otlp::case_trace_json).collect::<Vec<_>>(),
     });
     if captured.dropped_spans > 0 {
         case["incomplete"] = json!(true);
@@ -205,7 +208,7 @@ mod tests {
             max_spans: 2,
             max_bytes: 1000,
         });
-        let trace = || RawValue::from_string(r#"{"resourceSpans":[]}"#.to_owned()).unwrap();
+        let trace = TracesData::default;
         buffer.push(trace(), 2).unwrap();
         let err = buffer.push(trace(), 1).unwrap_err();
         assert_eq!(err.limit, "max spans per session");

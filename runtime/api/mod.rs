@@ -77,18 +77,22 @@ pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi));
-    Router::new()
+    let router = Router::new()
         .merge(open)
         .merge(control)
         .merge(extra_v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Outermost, so auth answers before routing decides 404 or 405 (as the reference does).
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.settings.max_body_bytes,
-        ))
-        .with_state(state)
+        ));
+    // Outermost, so auth answers before routing decides 404 or 405 (as the reference does);
+    // absent when no token is configured, so an open runtime pays nothing for it.
+    let router = match state.settings.api_token {
+        Some(_) => router.layer(middleware::from_fn_with_state(state.clone(), require_token)),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -2,7 +2,6 @@
 
 use crate::record::{Enriched, ExportOutcome, Outcome, PipelineError};
 use crate::session::Stats;
-use serde_json::value::RawValue;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use tower::Service;
@@ -47,11 +46,7 @@ impl Service<Enriched> for CaseWriter {
                 accepted += batch.spans as u64;
                 continue;
             };
-            let json = crate::otlp::case_trace_json(&batch.traces).to_string();
-            let Ok(trace) = RawValue::from_string(json) else {
-                continue;
-            };
-            match buffer.push(trace, batch.spans) {
+            match buffer.push(batch.traces, batch.spans) {
                 Ok(()) => {
                     accepted += batch.spans as u64;
                     Stats::add(&session.stats.extracted_spans, batch.spans as u64);
