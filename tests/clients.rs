@@ -268,16 +268,7 @@ async fn cli_session_sequence() {
 async fn parallel_writes_to_one_session_get_distinct_gap_free_revisions() {
     let runtime = Runtime::start(&[]).await;
     let client = Client::new();
-    let created: Value = client
-        .post(runtime.url("/v1/sessions"))
-        .body(r#"{"mode":"replay"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let id = runtime.session("replay").await;
     let writes = (0..64).map(|i| {
         let (client, url) = (
             client.clone(),
@@ -313,16 +304,7 @@ async fn shutdown_flushes_open_capture_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let capture_dir = dir.path().to_str().unwrap().to_owned();
     let runtime = Runtime::start(&["--capture-dir", &capture_dir]).await;
-    let created: Value = Client::new()
-        .post(runtime.url("/v1/sessions"))
-        .body(r#"{"mode":"capture"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let id = runtime.session("capture").await;
     runtime.stop().await;
     assert!(
         dir.path().join(format!("{id}.case.json")).exists(),
@@ -342,16 +324,7 @@ async fn idle_capture_sessions_are_flushed_not_lost() {
     ])
     .await;
     let client = Client::new();
-    let created: Value = client
-        .post(runtime.url("/v1/sessions"))
-        .body(r#"{"mode":"capture"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let id = runtime.session("capture").await;
     let written = dir.path().join(format!("{id}.case.json"));
     // Bounded wait: the sweeper runs every 100 ms here.
     for _ in 0..100 {

@@ -150,17 +150,7 @@ struct World {
 
 impl World {
     async fn session(&self, mode: &str, rules: Option<Value>, policy: Option<Value>) -> String {
-        let created: Value = self
-            .client
-            .post(self.runtime.url("/v1/sessions"))
-            .body(json!({"mode": mode}).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = created["sessionId"].as_str().unwrap().to_owned();
+        let id = self.runtime.session(mode).await;
         for (route, document) in [("rules", rules), ("policy", policy)] {
             if let Some(document) = document {
                 let answer = self
@@ -189,16 +179,7 @@ impl World {
     }
 
     async fn stats(&self, session: &str) -> Value {
-        let stats: Value = self
-            .client
-            .get(self.runtime.url(&format!("/v1/sessions/{session}/stats")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["stats"].clone()
+        self.runtime.stats(session).await
     }
 
     fn upstream_hits(&self) -> usize {

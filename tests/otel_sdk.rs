@@ -15,19 +15,6 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::Value;
 use support::Runtime;
 
-async fn capture_session(runtime: &Runtime) -> String {
-    let created: Value = reqwest::Client::new()
-        .post(runtime.url("/v1/sessions"))
-        .body(r#"{"mode":"capture"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["sessionId"].as_str().unwrap().to_owned()
-}
-
 /// Emits `spans` spans under a remote parent whose trace state names `session`, then flushes.
 fn emit(exporter: opentelemetry_otlp::SpanExporter, session: &str, spans: usize) {
     let provider = SdkTracerProvider::builder()
@@ -53,7 +40,7 @@ fn emit(exporter: opentelemetry_otlp::SpanExporter, session: &str, spans: usize)
 async fn sdk_exporters_deliver_to_both_receivers() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(&["--capture-dir", dir.path().to_str().unwrap()]).await;
-    let session = capture_session(&runtime).await;
+    let session = runtime.session("capture").await;
     let http = runtime.url("/v1/traces");
     let grpc = format!("http://{}", runtime.grpc_addr);
 
@@ -86,22 +73,12 @@ async fn sdk_exporters_deliver_to_both_receivers() {
     .await
     .unwrap();
 
-    let stats: Value = reqwest::get(runtime.url(&format!("/v1/sessions/{session}/stats")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = runtime.stats(&session).await;
     assert_eq!(
-        stats["stats"]["extractedSpans"], 9,
+        stats["extractedSpans"], 9,
         "3 spans per exporter, sent == received"
     );
-    let case: Value = reqwest::get(runtime.url(&format!("/v1/captures/{session}")))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let case: Value = runtime.get_json(&format!("/v1/captures/{session}")).await;
     let names: Vec<&str> = case["traces"]
         .as_array()
         .unwrap()

@@ -33,17 +33,7 @@ impl Harness {
     }
 
     async fn session(&self, mode: &str) -> String {
-        let created: Value = self
-            .client
-            .post(self.runtime.url("/v1/sessions"))
-            .body(json!({ "mode": mode }).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        created["sessionId"].as_str().unwrap().to_owned()
+        self.runtime.session(mode).await
     }
 
     async fn post(&self, id: &str, route: &str, body: Value) -> Value {
@@ -70,16 +60,7 @@ impl Harness {
     }
 
     async fn stats(&self, id: &str) -> Value {
-        let stats: Value = self
-            .client
-            .get(self.runtime.url(&format!("/v1/sessions/{id}/stats")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["stats"].clone()
+        self.runtime.stats(id).await
     }
 }
 
@@ -476,15 +457,7 @@ async fn capture_over_http_and_grpc_writes_a_case_that_loads_back() {
 
     let stats = h.stats(&id).await;
     assert_eq!(stats["extractedSpans"], 4);
-    let live: Value = h
-        .client
-        .get(h.runtime.url(&format!("/v1/captures/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live: Value = h.runtime.get_json(&format!("/v1/captures/{id}")).await;
     assert_eq!(live["traces"].as_array().unwrap().len(), 3);
 
     let closed: Value = h
@@ -520,15 +493,7 @@ async fn capture_over_http_and_grpc_writes_a_case_that_loads_back() {
         })
         .collect();
     assert_eq!(spans.len(), 4);
-    let downloaded: Value = h
-        .client
-        .get(h.runtime.url(&format!("/v1/captures/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let downloaded: Value = h.runtime.get_json(&format!("/v1/captures/{id}")).await;
     assert_eq!(downloaded, case);
 
     // The written case loads back into a new session.

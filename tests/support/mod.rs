@@ -162,6 +162,29 @@ impl Runtime {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET path`, answered with JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = reqwest::get(self.url(path)).await.expect("GET");
+        response.json().await.expect("a JSON answer")
+    }
+
+    /// Creates a session of `mode` and returns its id.
+    pub async fn session(&self, mode: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(self.url("/v1/sessions"))
+            .body(serde_json::json!({ "mode": mode }).to_string())
+            .send()
+            .await
+            .expect("POST /v1/sessions");
+        let created: serde_json::Value = response.json().await.expect("a JSON answer");
+        created["sessionId"].as_str().expect("sessionId").to_owned()
+    }
+
+    /// The `stats` object of a session's counters.
+    pub async fn stats(&self, id: &str) -> serde_json::Value {
+        self.get_json(&format!("/v1/sessions/{id}/stats")).await["stats"].clone()
+    }
+
     /// Stops the runtime and waits for its shutdown work (capture flush) to finish.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
