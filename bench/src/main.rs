@@ -79,6 +79,27 @@ struct Args {
     /// Most HTTP/1.1 keep-alive connections per target.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// Run only these parts (comma-separated), e.g. `--only inject` while working on the
+    /// inject path; the report leaves out the rows of the parts not run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
+    only: Vec<Part>,
+}
+
+/// The independent parts of a full run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// Inject: fixed-rate ladder and closed-loop maximum, every protocol.
+    Inject,
+    /// OTLP ingest into a capture session, every protocol, against the sink.
+    Ingest,
+    /// Rules per session, then idle sessions (including bytes per idle session).
+    Scaling,
+    /// Bytes per captured span and the case write on close.
+    Capture,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::Inject, Part::Ingest, Part::Scaling, Part::Capture];
 }
 
 impl Args {
@@ -144,7 +165,8 @@ fn main() -> anyhow::Result<()> {
 fn args_line(args: &Args) -> String {
     format!(
         "reps={} warmup={}ms measure={}ms rates={:?} scale_rate={} concurrency={} \
-         ingest_concurrency={} batch={} rules={} sessions={} capture_spans={} server_threads={}",
+         ingest_concurrency={} batch={} rules={} sessions={} capture_spans={} server_threads={} \
+         only={:?}",
         args.reps,
         args.warmup_ms,
         args.measure_ms,
@@ -156,7 +178,8 @@ fn args_line(args: &Args) -> String {
         args.rules,
         args.sessions,
         args.capture_spans,
-        args.server_threads
+        args.server_threads,
+        args.only
     )
 }
 
@@ -479,19 +502,41 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
     clients.rules(&session, 1).await?;
     let calls = clients.inject_calls(&session, &corpus::rule_path(0))?;
 
+    if args.only.contains(&Part::Inject) {
+        inject_part(args, &calls, &mut report).await;
+    }
+    if args.only.contains(&Part::Ingest) {
+        ingest_part(args, &clients, servers, &mut report).await?;
+    }
+    if args.only.contains(&Part::Scaling) {
+        scaling_part(args, &clients, &calls, &mut report).await?;
+    }
+    if args.only.contains(&Part::Capture) {
+        eprintln!(
+            "capture: {} spans held, then written on close",
+            args.capture_spans
+        );
+        let (per_span, written) = capture_and_close(args, &clients).await?;
+        report.bytes_per_span = Some(per_span);
+        report.case_write = Some(written);
+    }
+    Ok(report)
+}
+
+async fn inject_part(args: &Args, calls: &[(&'static str, Arc<Call>)], report: &mut Report) {
     eprintln!(
         "inject: fixed-rate ladder and closed-loop maximum, {} reps",
         args.reps
     );
     for rep in 0..args.reps {
         for &rate in &args.rates {
-            for (name, call) in &calls {
+            for (name, call) in calls {
                 let sample =
                     load::fixed_rate(call.clone(), rate, args.warmup(), args.measure()).await;
                 report.add(Row::rate(name, rate), rep, sample);
             }
         }
-        for (name, call) in &calls {
+        for (name, call) in calls {
             let sample = load::closed_loop(
                 call.clone(),
                 args.concurrency,
@@ -502,12 +547,19 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
             report.add(Row::max(name), rep, sample);
         }
     }
+}
 
+async fn ingest_part(
+    args: &Args,
+    clients: &Clients,
+    servers: &Servers,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     eprintln!("ingest: closed loop, {} spans per request", args.batch);
     for rep in 0..args.reps {
         for protocol in Protocol::ALL {
             for sink in [true, false] {
-                let (sample, check) = ingest_once(args, &clients, servers, protocol, sink).await?;
+                let (sample, check) = ingest_once(args, clients, servers, protocol, sink).await?;
                 if let Err(failure) = check {
                     report.failures.push(failure);
                 }
@@ -515,7 +567,15 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
             }
         }
     }
+    Ok(())
+}
 
+async fn scaling_part(
+    args: &Args,
+    clients: &Clients,
+    calls: &[(&'static str, Arc<Call>)],
+    report: &mut Report,
+) -> anyhow::Result<()> {
     eprintln!(
         "scaling: {} rules, then {} sessions",
         args.rules, args.sessions
@@ -554,8 +614,8 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
     }
 
     let before = alloc::live_bytes();
-    create_sessions(&clients, args.sessions).await?;
-    report.bytes_per_session = (alloc::live_bytes() - before) as f64 / args.sessions as f64;
+    create_sessions(clients, args.sessions).await?;
+    report.bytes_per_session = Some((alloc::live_bytes() - before) as f64 / args.sessions as f64);
     for rep in 0..args.reps {
         let sample = load::fixed_rate(
             small_call.clone(),
@@ -566,15 +626,7 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
         .await;
         report.add(Row::scale(report::MANY_SESSIONS), rep, sample);
     }
-
-    eprintln!(
-        "capture: {} spans held, then written on close",
-        args.capture_spans
-    );
-    let (per_span, written) = capture_and_close(args, &clients).await?;
-    report.bytes_per_span = per_span;
-    report.case_write = Some(written);
-    Ok(report)
+    Ok(())
 }
 
 /// Creates `n` idle replay sessions, 16 requests in flight.

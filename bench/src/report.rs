@@ -47,8 +47,8 @@ pub(crate) struct Report {
     rows: Vec<(Row, Vec<Sample>)>,
     /// Correctness failures seen while measuring (sent != received).
     pub(crate) failures: Vec<String>,
-    pub(crate) bytes_per_session: f64,
-    pub(crate) bytes_per_span: f64,
+    pub(crate) bytes_per_session: Option<f64>,
+    pub(crate) bytes_per_span: Option<f64>,
     pub(crate) case_write: Option<CaseWrite>,
     /// Spans per export request, to report ingest rows in spans/s.
     pub(crate) batch: usize,
@@ -83,8 +83,8 @@ impl Report {
         Self {
             rows: Vec::new(),
             failures: Vec::new(),
-            bytes_per_session: f64::NAN,
-            bytes_per_span: f64::NAN,
+            bytes_per_session: None,
+            bytes_per_span: None,
             case_write: None,
             batch: 1,
         }
@@ -230,20 +230,24 @@ impl Report {
                 }
             }
         }
-        goal(
-            "live bytes per idle session".into(),
-            self.bytes_per_session,
-            " B",
-            "< 2048 B",
-            Some(self.bytes_per_session < 2048.0),
-        );
-        goal(
-            "live bytes per captured span (buffered, ~1 KiB of attributes)".into(),
-            self.bytes_per_span,
-            " B",
-            "",
-            None,
-        );
+        if let Some(bytes) = self.bytes_per_session {
+            goal(
+                "live bytes per idle session".into(),
+                bytes,
+                " B",
+                "< 2048 B",
+                Some(bytes < 2048.0),
+            );
+        }
+        if let Some(bytes) = self.bytes_per_span {
+            goal(
+                "live bytes per captured span (buffered, ~1 KiB of attributes)".into(),
+                bytes,
+                " B",
+                "",
+                None,
+            );
+        }
         if let Some(w) = &self.case_write {
             let secs = w.elapsed.as_secs_f64();
             goal(
