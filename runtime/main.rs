@@ -6,6 +6,11 @@ use softprobe::cli::{Cli, Command, log_filter};
 use softprobe::proxy::{ProxyConfig, ProxyServer};
 use softprobe::serve::{Server, shutdown_signal};
 
+// Every inject and export allocates dozens of small, short-lived objects (decoded attributes,
+// the answer); mimalloc serves those from thread-local pages instead of glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reads `--config` (inline JSON or `@FILE`) into a proxy configuration.
 fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     let configuration = match args.config.strip_prefix('@') {
