@@ -7,7 +7,7 @@ use crate::api::error::ApiError;
 use crate::metrics::InjectResult;
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRequest as _, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -34,11 +34,29 @@ pub fn http_routes() -> Router<AppState> {
         .route("/v1/traces", post(traces_http))
 }
 
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An OTLP/HTTP request as the pipeline takes it. Headers are read in place (axum's
+/// `HeaderMap` extractor would clone the map for every inject).
+async fn received_http(signal: Signal, request: Request) -> Result<Received, ApiError> {
+    let headers = request.headers();
+    let content_type = header_text(headers, header::CONTENT_TYPE).map(str::to_owned);
+    let content_encoding = header_text(headers, header::CONTENT_ENCODING).map(str::to_owned);
+    // Inject answers in JSON only when asked to; an export answers in its own encoding.
+    let wants_json = signal == Signal::Inject
+        && header_text(headers, header::ACCEPT).is_some_and(|accept| {
+            accept.contains("application/json") && !accept.contains("protobuf")
+        });
+    let RawBody(body) = RawBody::from_request(request, &()).await?;
+    Ok(Received::Http {
+        signal,
+        body,
+        content_type,
+        content_encoding,
+        wants_json,
+    })
 }
 
 async fn run(state: &AppState, received: Received) -> Result<Outcome, PipelineError> {
@@ -80,25 +98,20 @@ fn count_inject(state: &AppState, outcome: &Result<Outcome, PipelineError>, star
     }
 }
 
-async fn inject_http(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Response {
+async fn inject_http(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
-    let accept = header_text(&headers, header::ACCEPT).unwrap_or_default();
-    let received = Received::Http {
-        signal: Signal::Inject,
-        body,
-        content_type: header_text(&headers, header::CONTENT_TYPE),
-        content_encoding: header_text(&headers, header::CONTENT_ENCODING),
-        wants_json: accept.contains("application/json") && !accept.contains("protobuf"),
+    let received = match received_http(Signal::Inject, request).await {
+        Ok(received) => received,
+        Err(err) => return err.into_response(),
     };
     let outcome = run(&state, received).await;
     count_inject(&state, &outcome, started);
     match outcome {
         Ok(Outcome::Inject(InjectOutcome::Hit { hit, encoding })) => {
-            let body = encode_traces(&hit_traces(&hit), encoding);
+            let body = match encoding {
+                Encoding::Protobuf => hit.encode_protobuf(),
+                Encoding::Json => encode_traces(&hit_traces(&hit), encoding),
+            };
             (
                 StatusCode::OK,
                 [(
@@ -148,17 +161,10 @@ fn export_response(outcome: &ExportOutcome) -> ExportTraceServiceResponse {
     }
 }
 
-async fn traces_http(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Response {
-    let received = Received::Http {
-        signal: Signal::Export,
-        body,
-        content_type: header_text(&headers, header::CONTENT_TYPE),
-        content_encoding: header_text(&headers, header::CONTENT_ENCODING),
-        wants_json: false,
+async fn traces_http(State(state): State<AppState>, request: Request) -> Response {
+    let received = match received_http(Signal::Export, request).await {
+        Ok(received) => received,
+        Err(err) => return err.into_response(),
     };
     match run(&state, received).await {
         Ok(Outcome::Export(outcome)) => {

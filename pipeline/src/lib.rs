@@ -14,3 +14,4 @@ pub mod rules;
 pub mod session;
 pub mod stages;
 pub mod store;
+pub mod wire;

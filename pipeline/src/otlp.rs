@@ -206,107 +206,182 @@ pub fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a
     }
 }
 
-/// The session of a span: `sp.session.id` on the span, then on the resource, then the
-/// `x-softprobe-session-id=<id>` entry of the span's W3C `traceState`.
-pub fn session_of<'a>(span: &'a Span, resource: Option<&'a Resource>) -> Option<&'a str> {
-    string_attribute(&span.attributes, keys::SESSION_ID)
-        .or_else(|| resource.and_then(|r| string_attribute(&r.attributes, keys::SESSION_ID)))
-        .or_else(|| tracestate_session(&span.trace_state))
+/// An attribute value as routing and matching read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttrRef<'a> {
+    /// `stringValue`.
+    Str(&'a str),
+    /// `boolValue`.
+    Bool(bool),
+    /// `intValue`.
+    Int(i64),
+    /// `doubleValue`.
+    Double(f64),
+    /// Arrays, maps, bytes, or no value.
+    Other,
 }
 
-/// Whether the span is an inject lookup.
-pub fn is_inject(span: &Span) -> bool {
-    string_attribute(&span.attributes, keys::SPAN_TYPE) == Some("inject")
-}
-
-/// Whether the span is an observed exchange uploaded by a proxy.
-pub fn is_extract(span: &Span) -> bool {
-    string_attribute(&span.attributes, keys::SPAN_TYPE) == Some("extract")
-}
-
-fn tag_of(value: &AnyValueKind) -> Option<TagValue> {
-    Some(match value {
-        AnyValueKind::StringValue(s) => TagValue::String(s.clone()),
-        AnyValueKind::BoolValue(b) => TagValue::Bool(*b),
-        AnyValueKind::IntValue(i) => TagValue::Number((*i).into()),
-        AnyValueKind::DoubleValue(d) => TagValue::Number(serde_json::Number::from_f64(*d)?),
-        _ => return None,
-    })
-}
-
-/// The hop a span describes. Method and path come from `http.request.method` / `url.path`,
-/// else from the `:method` / `:path` header attributes the official proxy sends; the host from
-/// `url.host`, else `:authority` / `host`. The query string is split off the path.
-pub fn hop_of(span: &Span, resource: Option<&Resource>) -> Hop {
-    let attrs = &span.attributes;
-    let header = |name: &str| {
-        attrs.iter().find_map(|kv| {
-            let rest = kv.key.strip_prefix(keys::REQUEST_HEADER_PREFIX)?;
-            match kv.value.as_ref()?.value.as_ref()? {
-                AnyValueKind::StringValue(v)
-                    if rest.eq_ignore_ascii_case(name) && !v.is_empty() =>
-                {
-                    Some(v.as_str())
-                }
-                _ => None,
-            }
-        })
-    };
-    let mut hop = Hop {
-        direction: match string_attribute(attrs, keys::DIRECTION) {
-            Some("inbound") => Some(Direction::Inbound),
-            Some("outbound") => Some(Direction::Outbound),
-            _ => None,
-        },
-        service: string_attribute(attrs, keys::SERVICE_NAME)
-            .or_else(|| {
-                resource.and_then(|r| string_attribute(&r.attributes, keys::RESOURCE_SERVICE_NAME))
-            })
-            .unwrap_or_default()
-            .to_owned(),
-        host: string_attribute(attrs, keys::URL_HOST)
-            .or_else(|| header(":authority"))
-            .or_else(|| header("host"))
-            .unwrap_or_default()
-            .to_owned(),
-        method: string_attribute(attrs, keys::REQUEST_METHOD)
-            .or_else(|| header(":method"))
-            .unwrap_or_default()
-            .to_ascii_uppercase(),
-        ..Hop::default()
-    };
-    let path = string_attribute(attrs, keys::URL_PATH)
-        .or_else(|| header(":path"))
-        .unwrap_or_default();
-    hop.set_path_and_query(path);
-    for kv in attrs {
-        let Some(value) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
-            continue;
-        };
-        if let Some(name) = kv.key.strip_prefix(keys::REQUEST_HEADER_PREFIX) {
-            if let AnyValueKind::StringValue(v) = value {
-                hop.headers.push((name.to_ascii_lowercase(), v.clone()));
-            }
-        } else if kv.key == keys::REQUEST_BODY {
-            if let AnyValueKind::StringValue(body) = value {
-                // A body the proxy sent as base64 (no textual content type) still matches
-                // `bodyJsonPath` when its bytes are UTF-8.
-                let base64 = string_attribute(attrs, keys::REQUEST_BODY_ENCODING) == Some("base64");
-                hop.body = if base64 {
-                    use base64::Engine as _;
-                    base64::engine::general_purpose::STANDARD
-                        .decode(body)
-                        .ok()
-                        .and_then(|bytes| String::from_utf8(bytes).ok())
-                } else {
-                    Some(body.clone())
-                };
-            }
-        } else if let Some(tag) = tag_of(value) {
-            hop.tags.push((kv.key.clone(), tag));
+impl<'a> AttrRef<'a> {
+    fn of(value: Option<&'a AnyValue>) -> Self {
+        match value.and_then(|v| v.value.as_ref()) {
+            Some(AnyValueKind::StringValue(s)) => Self::Str(s),
+            Some(AnyValueKind::BoolValue(b)) => Self::Bool(*b),
+            Some(AnyValueKind::IntValue(i)) => Self::Int(*i),
+            Some(AnyValueKind::DoubleValue(d)) => Self::Double(*d),
+            _ => Self::Other,
         }
     }
-    hop
+
+    fn tag(self) -> Option<TagValue> {
+        Some(match self {
+            Self::Str(s) => TagValue::String(s.to_owned()),
+            Self::Bool(b) => TagValue::Bool(b),
+            Self::Int(i) => TagValue::Number(i.into()),
+            Self::Double(d) => TagValue::Number(serde_json::Number::from_f64(d)?),
+            Self::Other => return None,
+        })
+    }
+}
+
+/// Span or resource attributes: of a decoded message, or read in place from protobuf bytes
+/// ([`crate::wire`]).
+#[derive(Debug, Clone)]
+pub enum Attributes<'a> {
+    /// Attributes of a decoded span or resource.
+    Decoded(&'a [KeyValue]),
+    /// Attributes borrowed from the protobuf body.
+    Wire(Vec<(&'a str, AttrRef<'a>)>),
+}
+
+impl<'a> Attributes<'a> {
+    /// Every attribute, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, AttrRef<'a>)> + '_ {
+        let (decoded, wire) = match self {
+            Self::Decoded(kvs) => (Some(kvs.iter()), None),
+            Self::Wire(pairs) => (None, Some(pairs.iter().copied())),
+        };
+        let decoded = decoded
+            .into_iter()
+            .flatten()
+            .map(|kv| (kv.key.as_str(), AttrRef::of(kv.value.as_ref())));
+        decoded.chain(wire.into_iter().flatten())
+    }
+
+    /// The first attribute with this key, when it is a non-empty string.
+    pub fn string(&self, key: &str) -> Option<&'a str> {
+        match self.iter().find(|(k, _)| *k == key)?.1 {
+            AttrRef::Str(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// What routing and matching read from one span: its attributes, its resource's, and its W3C
+/// trace state.
+#[derive(Debug, Clone)]
+pub struct SpanView<'a> {
+    /// The span's attributes.
+    pub attributes: Attributes<'a>,
+    /// Its resource's attributes.
+    pub resource: Attributes<'a>,
+    /// `traceState`.
+    pub trace_state: &'a str,
+}
+
+impl<'a> SpanView<'a> {
+    /// A view of a decoded span.
+    pub fn of(span: &'a Span, resource: Option<&'a Resource>) -> Self {
+        Self {
+            attributes: Attributes::Decoded(&span.attributes),
+            resource: Attributes::Decoded(resource.map_or(&[][..], |r| &r.attributes)),
+            trace_state: &span.trace_state,
+        }
+    }
+
+    /// The session: `sp.session.id` on the span, then on the resource, then the
+    /// `x-softprobe-session-id=<id>` entry of the trace state.
+    pub fn session(&self) -> Option<&'a str> {
+        self.attributes
+            .string(keys::SESSION_ID)
+            .or_else(|| self.resource.string(keys::SESSION_ID))
+            .or_else(|| tracestate_session(self.trace_state))
+    }
+
+    /// `sp.span.type` (`inject`, `extract`), when set.
+    pub fn span_type(&self) -> Option<&'a str> {
+        self.attributes.string(keys::SPAN_TYPE)
+    }
+
+    /// The hop the span describes. Method and path come from `http.request.method` /
+    /// `url.path`, else from the `:method` / `:path` header attributes the official proxy
+    /// sends; the host from `url.host`, else `:authority` / `host`. The query string is split
+    /// off the path.
+    pub fn hop(&self) -> Hop {
+        let attrs = &self.attributes;
+        let header = |name: &str| {
+            attrs.iter().find_map(|(key, value)| {
+                let rest = key.strip_prefix(keys::REQUEST_HEADER_PREFIX)?;
+                match value {
+                    AttrRef::Str(v) if rest.eq_ignore_ascii_case(name) && !v.is_empty() => Some(v),
+                    _ => None,
+                }
+            })
+        };
+        let mut hop = Hop {
+            direction: match attrs.string(keys::DIRECTION) {
+                Some("inbound") => Some(Direction::Inbound),
+                Some("outbound") => Some(Direction::Outbound),
+                _ => None,
+            },
+            service: attrs
+                .string(keys::SERVICE_NAME)
+                .or_else(|| self.resource.string(keys::RESOURCE_SERVICE_NAME))
+                .unwrap_or_default()
+                .to_owned(),
+            host: attrs
+                .string(keys::URL_HOST)
+                .or_else(|| header(":authority"))
+                .or_else(|| header("host"))
+                .unwrap_or_default()
+                .to_owned(),
+            method: attrs
+                .string(keys::REQUEST_METHOD)
+                .or_else(|| header(":method"))
+                .unwrap_or_default()
+                .to_ascii_uppercase(),
+            ..Hop::default()
+        };
+        let path = attrs
+            .string(keys::URL_PATH)
+            .or_else(|| header(":path"))
+            .unwrap_or_default();
+        hop.set_path_and_query(path);
+        for (key, value) in attrs.iter() {
+            if let Some(name) = key.strip_prefix(keys::REQUEST_HEADER_PREFIX) {
+                if let AttrRef::Str(v) = value {
+                    hop.headers.push((name.to_ascii_lowercase(), v.to_owned()));
+                }
+            } else if key == keys::REQUEST_BODY {
+                if let AttrRef::Str(body) = value {
+                    // A body the proxy sent as base64 (no textual content type) still matches
+                    // `bodyJsonPath` when its bytes are UTF-8.
+                    let base64 = attrs.string(keys::REQUEST_BODY_ENCODING) == Some("base64");
+                    hop.body = if base64 {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(body)
+                            .ok()
+                            .and_then(|bytes| String::from_utf8(bytes).ok())
+                    } else {
+                        Some(body.to_owned())
+                    };
+                }
+            } else if let Some(tag) = value.tag() {
+                hop.tags.push((key.to_owned(), tag));
+            }
+        }
+        hop
+    }
 }
 
 /// What an inject hit answers with.
@@ -336,58 +411,115 @@ fn kv(key: &str, value: AnyValueKind) -> KeyValue {
     }
 }
 
-/// The `TracesData` of a hit: one span whose attributes are, in order,
-/// `http.response.status_code` (int), `http.response.header.<name>`…, `http.response.body`
-/// (with `http.response.body.encoding = base64` for binary bodies), then the decision, rule
-/// and revision.
-pub fn hit_traces(hit: &HitResponse) -> TracesData {
-    use base64::Engine as _;
-    let mut attributes = Vec::with_capacity(hit.headers.len() + 6);
-    attributes.push(kv(
-        keys::RESPONSE_STATUS,
-        AnyValueKind::IntValue(hit.status.into()),
-    ));
-    for (name, value) in &hit.headers {
-        attributes.push(kv(
-            &format!("{}{name}", keys::RESPONSE_HEADER_PREFIX),
-            AnyValueKind::StringValue(value.clone()),
-        ));
-    }
-    match &hit.body {
-        Body::Empty => {}
-        Body::Text(text) => attributes.push(kv(
-            keys::RESPONSE_BODY,
-            AnyValueKind::StringValue(text.clone()),
-        )),
-        Body::Binary(bytes) => {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-            attributes.push(kv(keys::RESPONSE_BODY, AnyValueKind::StringValue(encoded)));
-            attributes.push(kv(
-                keys::RESPONSE_BODY_ENCODING,
-                AnyValueKind::StringValue("base64".into()),
-            ));
+/// The name of the span a hit answers with.
+const HIT_SPAN_NAME: &str = "softprobe.inject";
+
+/// A hit attribute's value: the hit span carries only strings and integers.
+#[derive(Clone, Copy)]
+enum HitValue<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+impl HitResponse {
+    /// Calls `f` with each attribute of the hit span, in order: `http.response.status_code`
+    /// (int), `http.response.header.<name>`…, `http.response.body` (with
+    /// `http.response.body.encoding = base64` for binary bodies), then the decision, rule,
+    /// layer and revision.
+    fn each_attribute(&self, mut f: impl FnMut(&str, HitValue<'_>)) {
+        use base64::Engine as _;
+        f(keys::RESPONSE_STATUS, HitValue::Int(self.status.into()));
+        let mut key = String::from(keys::RESPONSE_HEADER_PREFIX);
+        for (name, value) in &self.headers {
+            key.truncate(keys::RESPONSE_HEADER_PREFIX.len());
+            key.push_str(name);
+            f(&key, HitValue::Str(value));
         }
+        match &self.body {
+            Body::Empty => {}
+            Body::Text(text) => f(keys::RESPONSE_BODY, HitValue::Str(text)),
+            Body::Binary(bytes) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+                f(keys::RESPONSE_BODY, HitValue::Str(&encoded));
+                f(keys::RESPONSE_BODY_ENCODING, HitValue::Str("base64"));
+            }
+        }
+        f(keys::DECISION, HitValue::Str(self.decision));
+        if let Some(rule) = &self.rule {
+            f(keys::RULE_NAME, HitValue::Str(rule));
+        }
+        f(keys::RULE_LAYER, HitValue::Str(self.layer));
+        f(keys::SESSION_REVISION, HitValue::Int(self.revision as i64));
     }
-    attributes.push(kv(
-        keys::DECISION,
-        AnyValueKind::StringValue(hit.decision.into()),
-    ));
-    if let Some(rule) = &hit.rule {
-        attributes.push(kv(keys::RULE_NAME, AnyValueKind::StringValue(rule.clone())));
+
+    /// The hit as OTLP protobuf, written straight from the response: the bytes of
+    /// `hit_traces(self).encode_to_vec()` without building and dropping the message.
+    pub fn encode_protobuf(&self) -> Vec<u8> {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        fn len_field(tag: u32, len: usize, out: &mut Vec<u8>) {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(len as u64, out);
+        }
+        fn len_field_size(len: usize) -> usize {
+            1 + encoded_len_varint(len as u64) + len
+        }
+        let mut span = Vec::with_capacity(512);
+        // Span.name = 5, Span.attributes = 9; KeyValue.key = 1, KeyValue.value = 2;
+        // AnyValue.string_value = 1, AnyValue.int_value = 3.
+        len_field(5, HIT_SPAN_NAME.len(), &mut span);
+        span.extend_from_slice(HIT_SPAN_NAME.as_bytes());
+        self.each_attribute(|key, value| {
+            let any_value = match value {
+                HitValue::Str(s) => len_field_size(s.len()),
+                HitValue::Int(i) => 1 + encoded_len_varint(i as u64),
+            };
+            len_field(
+                9,
+                len_field_size(key.len()) + len_field_size(any_value),
+                &mut span,
+            );
+            len_field(1, key.len(), &mut span);
+            span.extend_from_slice(key.as_bytes());
+            len_field(2, any_value, &mut span);
+            match value {
+                HitValue::Str(s) => {
+                    len_field(1, s.len(), &mut span);
+                    span.extend_from_slice(s.as_bytes());
+                }
+                HitValue::Int(i) => {
+                    encode_key(3, WireType::Varint, &mut span);
+                    encode_varint(i as u64, &mut span);
+                }
+            }
+        });
+        // TracesData.resource_spans = 1, ResourceSpans.scope_spans = 2, ScopeSpans.spans = 2.
+        let scope_spans = len_field_size(span.len());
+        let resource_spans = len_field_size(scope_spans);
+        let mut out = Vec::with_capacity(len_field_size(resource_spans));
+        len_field(1, resource_spans, &mut out);
+        len_field(2, scope_spans, &mut out);
+        len_field(2, span.len(), &mut out);
+        out.extend_from_slice(&span);
+        out
     }
-    attributes.push(kv(
-        keys::RULE_LAYER,
-        AnyValueKind::StringValue(hit.layer.into()),
-    ));
-    attributes.push(kv(
-        keys::SESSION_REVISION,
-        AnyValueKind::IntValue(hit.revision as i64),
-    ));
+}
+
+/// The `TracesData` of a hit: one span named `softprobe.inject` carrying the response (see
+/// [`HitResponse::each_attribute`] for the attributes).
+pub fn hit_traces(hit: &HitResponse) -> TracesData {
+    let mut attributes = Vec::with_capacity(hit.headers.len() + 6);
+    hit.each_attribute(|key, value| {
+        let value = match value {
+            HitValue::Str(s) => AnyValueKind::StringValue(s.to_owned()),
+            HitValue::Int(i) => AnyValueKind::IntValue(i),
+        };
+        attributes.push(kv(key, value));
+    });
     TracesData {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans: vec![Span {
-                    name: "softprobe.inject".into(),
+                    name: HIT_SPAN_NAME.into(),
                     attributes,
                     ..Span::default()
                 }],
@@ -472,9 +604,10 @@ mod tests {
         let traces = decode_traces(INJECT_JSON.as_bytes(), Some(Encoding::Json)).unwrap();
         let rs = &traces.resource_spans[0];
         let span = &rs.scope_spans[0].spans[0];
-        assert!(is_inject(span));
-        assert_eq!(session_of(span, rs.resource.as_ref()), Some("sess_abc"));
-        let hop = hop_of(span, rs.resource.as_ref());
+        let view = SpanView::of(span, rs.resource.as_ref());
+        assert_eq!(view.span_type(), Some("inject"));
+        assert_eq!(view.session(), Some("sess_abc"));
+        let hop = view.hop();
         assert_eq!(hop.direction, Some(Direction::Outbound));
         assert_eq!(hop.service, "checkout");
         assert_eq!(hop.method, "GET");
@@ -493,6 +626,51 @@ mod tests {
         let bytes = traces.encode_to_vec();
         assert_eq!(decode_traces(&bytes, None).unwrap(), traces);
         assert_eq!(decode_traces(INJECT_JSON.as_bytes(), None).unwrap(), traces);
+    }
+
+    /// The hit written directly is byte for byte the hit message prost encodes.
+    #[test]
+    fn hit_protobuf_is_the_hit_message() {
+        let long = "x".repeat(300);
+        let hits = [
+            HitResponse {
+                status: 201,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("x-long".into(), long.clone()),
+                ],
+                body: Body::Text(format!("{{\"a\":\"{long}\"}}")),
+                decision: "mock",
+                rule: Some("orders".into()),
+                layer: "session",
+                revision: 300,
+            },
+            HitResponse {
+                status: 500,
+                headers: vec![],
+                body: Body::Binary(vec![0, 159, 146, 150]),
+                decision: "strict_miss",
+                rule: None,
+                layer: "policy",
+                revision: 0,
+            },
+            HitResponse {
+                status: 0,
+                headers: vec![("".into(), "".into())],
+                body: Body::Empty,
+                decision: "error",
+                rule: Some(String::new()),
+                layer: "case",
+                revision: u64::MAX,
+            },
+        ];
+        for hit in &hits {
+            assert_eq!(
+                hit.encode_protobuf(),
+                hit_traces(hit).encode_to_vec(),
+                "{hit:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::cli::{InspectArgs, InspectCommand};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use serde_json::{Value, json};
 use softprobe_pipeline::otlp::{
-    Encoding, attribute, decode_traces, hop_of, keys, string_attribute,
+    Encoding, SpanView, attribute, decode_traces, keys, string_attribute,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -67,7 +67,7 @@ fn inspect_case(file: &std::path::Path) -> Result<Report, CliError> {
             })?;
         for rs in &traces.resource_spans {
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                let hop = hop_of(span, rs.resource.as_ref());
+                let hop = SpanView::of(span, rs.resource.as_ref()).hop();
                 let status = match attribute(&span.attributes, keys::RESPONSE_STATUS) {
                     Some(AnyValueKind::IntValue(code)) => code.to_string(),
                     Some(AnyValueKind::StringValue(code)) => code.clone(),

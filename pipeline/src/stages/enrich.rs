@@ -1,6 +1,6 @@
 //! Session enrichment: attaches each record's live session, and groups export spans by it.
 
-use crate::otlp;
+use crate::otlp::SpanView;
 use crate::record::{
     Enriched, InjectOutcome, Outcome, PipelineError, Record, SessionBatch, SessionBatches,
 };
@@ -117,7 +117,10 @@ pub(crate) fn group_by_session(store: &SessionStore, traces: TracesData) -> Sess
                 scope_schema: &scope_schema,
             };
             for span in spans {
-                let Some(id) = otlp::session_of(&span, resource.as_ref()).map(str::to_owned) else {
+                let Some(id) = SpanView::of(&span, resource.as_ref())
+                    .session()
+                    .map(str::to_owned)
+                else {
                     out.refused.no_session += 1;
                     continue;
                 };

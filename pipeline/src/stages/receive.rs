@@ -1,8 +1,9 @@
 //! Receiver: turns OTLP/HTTP bodies and gRPC messages into pipeline records, decoding once.
 
-use crate::otlp::{self, Encoding};
+use crate::otlp::{self, Encoding, SpanView};
 use crate::record::{ExportBatch, InjectLookup, Outcome, PipelineError, Received, Record, Signal};
-use opentelemetry_proto::tonic::trace::v1::{Span, TracesData};
+use crate::wire;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
@@ -55,60 +56,92 @@ pub struct Receive<S> {
 
 impl<S> Receive<S> {
     fn record(&self, received: Received) -> Result<Record, PipelineError> {
-        let (signal, traces, encoding) = match received {
-            Received::Decoded { signal, traces } => (signal, traces, Encoding::Protobuf),
+        let (signal, body, content_type, content_encoding, wants_json) = match received {
+            Received::Decoded { signal, traces } => {
+                return Ok(match signal {
+                    Signal::Inject => {
+                        Record::Inject(inject_lookup(spans_of(&traces), Encoding::Protobuf)?)
+                    }
+                    Signal::Export => Record::Export(ExportBatch {
+                        traces,
+                        encoding: Encoding::Protobuf,
+                    }),
+                });
+            }
             Received::Http {
                 signal,
                 body,
                 content_type,
                 content_encoding,
                 wants_json,
-            } => {
-                let declared = Encoding::from_content_type(content_type.as_deref())?;
-                let limit = self.config.max_decoded_bytes;
-                let inflated = otlp::decompress(&body, content_encoding.as_deref(), limit)?;
-                let bytes = inflated.as_deref().unwrap_or(&body);
-                let traces = otlp::decode_traces(bytes, declared)?;
-                let answer = match signal {
-                    Signal::Inject if wants_json => Encoding::Json,
-                    Signal::Inject => Encoding::Protobuf,
-                    // OTLP/HTTP answers in the request's encoding.
-                    Signal::Export => declared.unwrap_or(if wants_json {
-                        Encoding::Json
-                    } else {
-                        Encoding::Protobuf
-                    }),
-                };
-                (signal, traces, answer)
-            }
+            } => (signal, body, content_type, content_encoding, wants_json),
         };
+        let declared = Encoding::from_content_type(content_type.as_deref())?;
+        let limit = self.config.max_decoded_bytes;
+        let inflated = otlp::decompress(&body, content_encoding.as_deref(), limit)?;
+        let bytes = inflated.as_deref().unwrap_or(&body);
         Ok(match signal {
-            Signal::Inject => Record::Inject(inject_lookup(&traces, encoding)?),
-            Signal::Export => Record::Export(ExportBatch { traces, encoding }),
+            Signal::Inject => {
+                let answer = if wants_json {
+                    Encoding::Json
+                } else {
+                    Encoding::Protobuf
+                };
+                // Protobuf is read in place; JSON (or a body that is not protobuf) is decoded.
+                let in_place = match declared {
+                    Some(Encoding::Json) => None,
+                    Some(Encoding::Protobuf) => Some(wire::spans(bytes)?),
+                    None => wire::spans(bytes).ok(),
+                };
+                let lookup = match in_place {
+                    Some(spans) => inject_lookup(spans, answer)?,
+                    None => {
+                        inject_lookup(spans_of(&otlp::decode_traces(bytes, declared)?), answer)?
+                    }
+                };
+                Record::Inject(lookup)
+            }
+            // OTLP/HTTP answers in the request's encoding.
+            Signal::Export => Record::Export(ExportBatch {
+                traces: otlp::decode_traces(bytes, declared)?,
+                encoding: declared.unwrap_or(if wants_json {
+                    Encoding::Json
+                } else {
+                    Encoding::Protobuf
+                }),
+            }),
         })
     }
 }
 
-/// The first span typed `inject` (or, when no span is typed, the first span) becomes the
-/// lookup; other spans are ignored, as in the reference runtime.
-fn inject_lookup(traces: &TracesData, encoding: Encoding) -> Result<InjectLookup, PipelineError> {
-    let spans = || {
-        traces.resource_spans.iter().flat_map(|rs| {
+/// Views of every span, in order.
+fn spans_of(traces: &TracesData) -> Vec<SpanView<'_>> {
+    traces
+        .resource_spans
+        .iter()
+        .flat_map(|rs| {
             rs.scope_spans
                 .iter()
-                .flat_map(move |ss| ss.spans.iter().map(move |s| (rs, s)))
+                .flat_map(|ss| &ss.spans)
+                .map(|span| SpanView::of(span, rs.resource.as_ref()))
         })
-    };
-    let typed =
-        |span: &Span| otlp::string_attribute(&span.attributes, otlp::keys::SPAN_TYPE).is_some();
-    let (rs, span) = spans()
-        .find(|(_, span)| otlp::is_inject(span))
-        .or_else(|| spans().find(|(_, span)| !typed(span)))
+        .collect()
+}
+
+/// The first span typed `inject` (or, when no span is typed, the first span) becomes the
+/// lookup; other spans are ignored, as in the reference runtime.
+fn inject_lookup(
+    spans: Vec<SpanView<'_>>,
+    encoding: Encoding,
+) -> Result<InjectLookup, PipelineError> {
+    let span = spans
+        .iter()
+        .find(|span| span.span_type() == Some("inject"))
+        .or_else(|| spans.iter().find(|span| span.span_type().is_none()))
         .ok_or(PipelineError::NoInjectSpan)?;
-    let resource = rs.resource.as_ref();
     Ok(InjectLookup {
-        hop: otlp::hop_of(span, resource),
-        session_id: otlp::session_of(span, resource).map(str::to_owned),
+        hop: span.hop(),
+        session_id: span.session().map(str::to_owned),
         encoding,
     })
 }
