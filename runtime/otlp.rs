@@ -40,7 +40,11 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 /// An OTLP/HTTP request as the pipeline takes it. Headers are read in place (axum's
 /// `HeaderMap` extractor would clone the map for every inject).
-async fn received_http(signal: Signal, request: Request) -> Result<Received, ApiError> {
+async fn received_http(
+    state: &AppState,
+    signal: Signal,
+    request: Request,
+) -> Result<Received, ApiError> {
     let headers = request.headers();
     let content_type = header_text(headers, header::CONTENT_TYPE).map(str::to_owned);
     let content_encoding = header_text(headers, header::CONTENT_ENCODING).map(str::to_owned);
@@ -49,7 +53,7 @@ async fn received_http(signal: Signal, request: Request) -> Result<Received, Api
         && header_text(headers, header::ACCEPT).is_some_and(|accept| {
             accept.contains("application/json") && !accept.contains("protobuf")
         });
-    let RawBody(body) = RawBody::from_request(request, &()).await?;
+    let RawBody(body) = RawBody::from_request(request, state).await?;
     Ok(Received::Http {
         signal,
         body,
@@ -98,9 +102,10 @@ fn count_inject(state: &AppState, outcome: &Result<Outcome, PipelineError>, star
     }
 }
 
-async fn inject_http(State(state): State<AppState>, request: Request) -> Response {
+/// `POST /v1/inject`: 200 with the hit, or 404 (forward upstream).
+pub async fn inject_http(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
-    let received = match received_http(Signal::Inject, request).await {
+    let received = match received_http(&state, Signal::Inject, request).await {
         Ok(received) => received,
         Err(err) => return err.into_response(),
     };
@@ -161,8 +166,9 @@ fn export_response(outcome: &ExportOutcome) -> ExportTraceServiceResponse {
     }
 }
 
-async fn traces_http(State(state): State<AppState>, request: Request) -> Response {
-    let received = match received_http(Signal::Export, request).await {
+/// `POST /v1/traces`: keeps the spans of live sessions; OTLP partial success for the rest.
+pub async fn traces_http(State(state): State<AppState>, request: Request) -> Response {
+    let received = match received_http(&state, Signal::Export, request).await {
         Ok(received) => received,
         Err(err) => return err.into_response(),
     };

@@ -502,6 +502,14 @@ async fn bearer_auth_guards_v1_but_not_health_or_metrics() {
         )
         .await;
     assert_error(&missing, StatusCode::NOT_FOUND, "unknown_session");
+    // The OTLP routes skip the router only when no token is configured; here they are guarded.
+    for path in ["/v1/inject", "/v1/traces"] {
+        assert_error(
+            &app.call("POST", path, "{}").await,
+            StatusCode::UNAUTHORIZED,
+            "missing_bearer_token",
+        );
+    }
 }
 
 #[tokio::test]
@@ -531,6 +539,36 @@ async fn oversized_bodies_get_413_and_the_runtime_stays_healthy() {
             .0,
         StatusCode::OK
     );
+    // The same limit holds for the OTLP routes, whether they skip the router (no token) or
+    // pass through it (token).
+    let guarded = App::with(
+        StoreLimits::default(),
+        Settings {
+            max_body_bytes: 1024,
+            api_token: Some("t".into()),
+            ..Settings::default()
+        },
+    );
+    for app in [&app, &guarded] {
+        for path in ["/v1/inject", "/v1/traces"] {
+            let response = app
+                .call_with(
+                    "POST",
+                    path,
+                    &big,
+                    &[
+                        ("authorization", "Bearer t"),
+                        ("content-type", "application/json"),
+                    ],
+                )
+                .await;
+            assert_error(
+                &response,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -82,10 +82,7 @@ pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
         .merge(control)
         .merge(extra_v1)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.settings.max_body_bytes,
-        ));
+        .method_not_allowed_fallback(method_not_allowed);
     // Outermost, so auth answers before routing decides 404 or 405 (as the reference does);
     // absent when no token is configured, so an open runtime pays nothing for it.
     let router = match state.settings.api_token {

@@ -13,7 +13,7 @@ use tower::ServiceExt as _;
 /// The HTTP API as a tower service, driven without sockets.
 pub struct App {
     pub state: AppState,
-    router: axum::Router,
+    router: softprobe::serve::HttpService,
 }
 
 impl App {
@@ -23,7 +23,7 @@ impl App {
 
     pub fn with(limits: StoreLimits, settings: Settings) -> Self {
         let state = AppState::new(SessionStore::new(limits), settings);
-        let router = softprobe::serve::http_router(state.clone());
+        let router = softprobe::serve::http_service(state.clone());
         Self { state, router }
     }
 
