@@ -228,8 +228,8 @@ pub(crate) struct Sample {
     pub(crate) ok: u64,
     /// The measured window.
     pub(crate) window: Duration,
-    /// CPU the server threads used per completed request over the whole run.
-    pub(crate) server_cpu_per_request: Duration,
+    /// CPU the server threads used over the whole run (warm-up included).
+    pub(crate) server_cpu: Duration,
     /// Share of the machine's CPU used by other processes during the run, in percent.
     pub(crate) others_cpu_pct: f64,
 }
@@ -241,6 +241,22 @@ impl Sample {
 
     pub(crate) fn p(&self, quantile: f64) -> Duration {
         Duration::from_nanos(self.latency.value_at_quantile(quantile))
+    }
+
+    /// Server CPU per request over the whole run.
+    pub(crate) fn server_cpu_per_request(&self) -> Duration {
+        self.server_cpu / (self.ok + self.errors).max(1) as u32
+    }
+
+    /// Adds a later window of the same scenario.
+    pub(crate) fn merge(&mut self, other: Sample) {
+        let _ = self.latency.add(&other.latency);
+        self.completed += other.completed;
+        self.errors += other.errors;
+        self.ok += other.ok;
+        self.window += other.window;
+        self.server_cpu += other.server_cpu;
+        self.others_cpu_pct = self.others_cpu_pct.max(other.others_cpu_pct);
     }
 }
 
@@ -400,7 +416,7 @@ impl Cpu {
             errors: tally.errors,
             ok: tally.total - tally.errors,
             window,
-            server_cpu_per_request: server / (tally.total.max(1) as u32),
+            server_cpu: server,
             others_cpu_pct: busy.saturating_sub(own) as f64 * 100.0 / total as f64,
         }
     }

@@ -79,6 +79,9 @@ struct Args {
     /// Most HTTP/1.1 keep-alive connections per target.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// Slices each fixed-rate window is cut into, taken in turn across the scenarios compared.
+    #[arg(long, default_value_t = 8)]
+    slices: usize,
     /// Run only these parts (comma-separated), e.g. `--only inject` while working on the
     /// inject path; the report leaves out the rows of the parts not run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
@@ -523,6 +526,30 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Fixed-rate runs of several scenarios whose latencies are compared: the measured window of
+/// each is cut into `--slices` slices taken in turn, so a burst of noise on this shared machine
+/// lands on all of them alike instead of on whichever scenario happened to be running.
+async fn interleaved(args: &Args, calls: &[(&'static str, Arc<Call>)], rate: f64) -> Vec<Sample> {
+    let slices = args.slices.max(1);
+    let mut merged: Vec<Option<Sample>> = calls.iter().map(|_| None).collect();
+    for slice in 0..slices {
+        for ((_, call), total) in calls.iter().zip(&mut merged) {
+            let warmup = if slice == 0 {
+                args.warmup()
+            } else {
+                Duration::ZERO
+            };
+            let sample =
+                load::fixed_rate(call.clone(), rate, warmup, args.measure() / slices as u32).await;
+            match total {
+                Some(total) => total.merge(sample),
+                None => *total = Some(sample),
+            }
+        }
+    }
+    merged.into_iter().flatten().collect()
+}
+
 async fn inject_part(args: &Args, calls: &[(&'static str, Arc<Call>)], report: &mut Report) {
     eprintln!(
         "inject: fixed-rate ladder and closed-loop maximum, {} reps",
@@ -530,9 +557,8 @@ async fn inject_part(args: &Args, calls: &[(&'static str, Arc<Call>)], report: &
     );
     for rep in 0..args.reps {
         for &rate in &args.rates {
-            for (name, call) in calls {
-                let sample =
-                    load::fixed_rate(call.clone(), rate, args.warmup(), args.measure()).await;
+            let samples = interleaved(args, calls, rate).await;
+            for ((name, _), sample) in calls.iter().zip(samples) {
                 report.add(Row::rate(name, rate), rep, sample);
             }
         }
@@ -594,23 +620,15 @@ async fn scaling_part(
         .find(|(name, _)| *name == report::INJECT_HIT)
         .map(|(_, call)| call.clone())
         .context("the hit call")?;
+    let pair = [
+        (report::ONE_RULE_ONE_SESSION, small_call.clone()),
+        (report::MANY_RULES, big_call),
+    ];
     for rep in 0..args.reps {
-        let sample = load::fixed_rate(
-            small_call.clone(),
-            args.scale_rate,
-            args.warmup(),
-            args.measure(),
-        )
-        .await;
-        report.add(Row::scale(report::ONE_RULE_ONE_SESSION), rep, sample);
-        let sample = load::fixed_rate(
-            big_call.clone(),
-            args.scale_rate,
-            args.warmup(),
-            args.measure(),
-        )
-        .await;
-        report.add(Row::scale(report::MANY_RULES), rep, sample);
+        let samples = interleaved(args, &pair, args.scale_rate).await;
+        for ((name, _), sample) in pair.iter().zip(samples) {
+            report.add(Row::scale(name), rep, sample);
+        }
     }
 
     let before = alloc::live_bytes();

@@ -105,7 +105,7 @@ impl Report {
             p50: of(&|s| us(s.p(0.5))),
             p99: of(&|s| us(s.p(0.99))),
             p999: of(&|s| us(s.p(0.999))),
-            cpu_us: of(&|s| us(s.server_cpu_per_request)),
+            cpu_us: of(&|s| us(s.server_cpu_per_request())),
             errors: samples.iter().map(|s| s.errors).sum(),
             others_max: samples.iter().map(|s| s.others_cpu_pct).fold(0.0, f64::max),
         })
