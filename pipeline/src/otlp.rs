@@ -384,6 +384,20 @@ impl<'a> SpanView<'a> {
     }
 }
 
+/// Views of every span of a decoded document, in order.
+pub fn span_views(traces: &TracesData) -> Vec<SpanView<'_>> {
+    traces
+        .resource_spans
+        .iter()
+        .flat_map(|rs| {
+            rs.scope_spans
+                .iter()
+                .flat_map(|ss| &ss.spans)
+                .map(|span| SpanView::of(span, rs.resource.as_ref()))
+        })
+        .collect()
+}
+
 /// What an inject hit answers with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HitResponse {

@@ -211,7 +211,7 @@ impl<'a> Iterator for Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::{AttrRef, SpanView};
+    use crate::otlp::AttrRef;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -284,16 +284,7 @@ mod tests {
         let traces = sample();
         let bytes = traces.encode_to_vec();
         let read = spans(&bytes).unwrap();
-        let decoded: Vec<SpanView<'_>> = traces
-            .resource_spans
-            .iter()
-            .flat_map(|rs| {
-                rs.scope_spans
-                    .iter()
-                    .flat_map(|ss| &ss.spans)
-                    .map(|span| SpanView::of(span, rs.resource.as_ref()))
-            })
-            .collect();
+        let decoded = crate::otlp::span_views(&traces);
         assert_eq!(read.len(), 3);
         for (read, decoded) in read.iter().zip(&decoded) {
             assert_eq!(

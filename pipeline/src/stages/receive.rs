@@ -3,7 +3,6 @@
 use crate::otlp::{self, Encoding, SpanView};
 use crate::record::{ExportBatch, InjectLookup, Outcome, PipelineError, Received, Record, Signal};
 use crate::wire;
-use opentelemetry_proto::tonic::trace::v1::TracesData;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
@@ -59,9 +58,10 @@ impl<S> Receive<S> {
         let (signal, body, content_type, content_encoding, wants_json) = match received {
             Received::Decoded { signal, traces } => {
                 return Ok(match signal {
-                    Signal::Inject => {
-                        Record::Inject(inject_lookup(spans_of(&traces), Encoding::Protobuf)?)
-                    }
+                    Signal::Inject => Record::Inject(inject_lookup(
+                        otlp::span_views(&traces),
+                        Encoding::Protobuf,
+                    )?),
                     Signal::Export => Record::Export(ExportBatch {
                         traces,
                         encoding: Encoding::Protobuf,
@@ -95,9 +95,10 @@ impl<S> Receive<S> {
                 };
                 let lookup = match in_place {
                     Some(spans) => inject_lookup(spans, answer)?,
-                    None => {
-                        inject_lookup(spans_of(&otlp::decode_traces(bytes, declared)?), answer)?
-                    }
+                    None => inject_lookup(
+                        otlp::span_views(&otlp::decode_traces(bytes, declared)?),
+                        answer,
+                    )?,
                 };
                 Record::Inject(lookup)
             }
@@ -112,20 +113,6 @@ impl<S> Receive<S> {
             }),
         })
     }
-}
-
-/// Views of every span, in order.
-fn spans_of(traces: &TracesData) -> Vec<SpanView<'_>> {
-    traces
-        .resource_spans
-        .iter()
-        .flat_map(|rs| {
-            rs.scope_spans
-                .iter()
-                .flat_map(|ss| &ss.spans)
-                .map(|span| SpanView::of(span, rs.resource.as_ref()))
-        })
-        .collect()
 }
 
 /// The first span typed `inject` (or, when no span is typed, the first span) becomes the
