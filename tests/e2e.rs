@@ -225,18 +225,7 @@ async fn capture_replay_strict_and_fail_open_through_both_proxies() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let closed: Value = world
-        .client
-        .post(world.runtime.url(&format!("/v1/sessions/{capture}/close")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let case: Value =
-        serde_json::from_slice(&std::fs::read(closed["capturePath"].as_str().unwrap()).unwrap())
-            .unwrap();
+    let case: Value = serde_json::from_str(&world.runtime.close_capture(&capture).await).unwrap();
     let mut hops: Vec<(String, String)> = Vec::new();
     for trace in case["traces"].as_array().unwrap() {
         for span in trace["resourceSpans"][0]["scopeSpans"][0]["spans"]

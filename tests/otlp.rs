@@ -59,6 +59,17 @@ impl Harness {
             .unwrap()
     }
 
+    /// `POST /v1/traces` with these spans as OTLP protobuf.
+    async fn export(&self, traces: &TracesData) -> reqwest::Response {
+        self.client
+            .post(self.runtime.url("/v1/traces"))
+            .header("content-type", PROTOBUF)
+            .body(traces.encode_to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn stats(&self, id: &str) -> Value {
         self.runtime.stats(id).await
     }
@@ -387,6 +398,20 @@ fn extract(
     span
 }
 
+/// The spans of a case whose traces each have one resource and one scope.
+fn case_spans(case: &Value) -> Vec<&Value> {
+    case["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            t["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn capture_over_http_and_grpc_writes_a_case_that_loads_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -404,14 +429,7 @@ async fn capture_over_http_and_grpc_writes_a_case_that_loads_back() {
     batch.resource_spans[0].scope_spans[0]
         .spans
         .push(extract("sess_gone", "outbound", "/x", 200));
-    let response = h
-        .client
-        .post(h.runtime.url("/v1/traces"))
-        .header("content-type", PROTOBUF)
-        .body(batch.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
+    let response = h.export(&batch).await;
     assert_eq!(response.status(), StatusCode::OK);
     let answer = ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
     let partial = answer.partial_success.expect("one span was refused");
@@ -460,17 +478,7 @@ async fn capture_over_http_and_grpc_writes_a_case_that_loads_back() {
     let live: Value = h.runtime.get_json(&format!("/v1/captures/{id}")).await;
     assert_eq!(live["traces"].as_array().unwrap().len(), 3);
 
-    let closed: Value = h
-        .client
-        .post(h.runtime.url(&format!("/v1/sessions/{id}/close")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let path = closed["capturePath"].as_str().unwrap();
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = h.runtime.close_capture(&id).await;
     let case: Value = serde_json::from_str(&text).unwrap();
     let problems = support::case_schema::violations(&case);
     assert!(
@@ -482,17 +490,7 @@ async fn capture_over_http_and_grpc_writes_a_case_that_loads_back() {
         "ids are hex"
     );
     assert!(!text.contains("Bearer secret"), "authorization is redacted");
-    let spans: Vec<&Value> = case["traces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| {
-            t["resourceSpans"][0]["scopeSpans"][0]["spans"]
-                .as_array()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(spans.len(), 4);
+    assert_eq!(case_spans(&case).len(), 4);
     let downloaded: Value = h.runtime.get_json(&format!("/v1/captures/{id}")).await;
     assert_eq!(downloaded, case);
 
@@ -509,6 +507,36 @@ async fn capture_over_http_and_grpc_writes_a_case_that_loads_back() {
     h.runtime.stop().await;
 }
 
+/// A protobuf batch that is wholly one session's is kept as sent, unless redaction changed it.
+#[tokio::test]
+async fn whole_protobuf_batches_are_kept_as_sent_but_never_with_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(&["--capture-dir", dir.path().to_str().unwrap()]).await;
+    let id = h.session("capture").await;
+    let with_token = traces("orders", vec![extract(&id, "outbound", "/with-token", 200)]);
+    let mut plain = traces("orders", vec![extract(&id, "outbound", "/plain", 200)]);
+    plain.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .retain(|kv| kv.key != "http.request.header.authorization");
+    for batch in [&with_token, &plain] {
+        let response = h.export(batch).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let text = h.runtime.close_capture(&id).await;
+    assert!(!text.contains("Bearer secret"), "authorization is redacted");
+    assert!(text.contains("[REDACTED]"), "the redacted value is marked");
+    let case: Value = serde_json::from_str(&text).unwrap();
+    assert!(support::case_schema::violations(&case).is_empty());
+    let paths: Vec<String> = case_spans(&case)
+        .into_iter()
+        .flat_map(|span| span["attributes"].as_array().unwrap())
+        .filter(|kv| kv["key"] == "url.path")
+        .map(|kv| kv["value"]["stringValue"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, ["/with-token", "/plain"]);
+    h.runtime.stop().await;
+}
+
 #[tokio::test]
 async fn a_full_capture_buffer_refuses_and_marks_the_case_incomplete() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,30 +550,12 @@ async fn a_full_capture_buffer_refuses_and_marks_the_case_incomplete() {
     let id = h.session("capture").await;
     for path in ["/a", "/b", "/c"] {
         let batch = traces("orders", vec![extract(&id, "outbound", path, 200)]);
-        let response = h
-            .client
-            .post(h.runtime.url("/v1/traces"))
-            .header("content-type", PROTOBUF)
-            .body(batch.encode_to_vec())
-            .send()
-            .await
-            .unwrap();
+        let response = h.export(&batch).await;
         let answer = ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
         assert_eq!(answer.partial_success.is_some(), path == "/c", "{path}");
     }
     assert_eq!(h.stats(&id).await["droppedSpans"], 1);
-    let closed: Value = h
-        .client
-        .post(h.runtime.url(&format!("/v1/sessions/{id}/close")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let case: Value =
-        serde_json::from_slice(&std::fs::read(closed["capturePath"].as_str().unwrap()).unwrap())
-            .unwrap();
+    let case: Value = serde_json::from_str(&h.runtime.close_capture(&id).await).unwrap();
     assert_eq!(
         (case["incomplete"].as_bool(), case["droppedSpans"].as_u64()),
         (Some(true), Some(1))

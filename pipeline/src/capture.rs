@@ -1,5 +1,6 @@
 //! The capture buffer of a capture session, and the case document written from it on close.
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -39,7 +40,7 @@ pub struct Captured {
     /// Trace documents in arrival order, kept as protobuf: about 1 byte per byte of span
     /// instead of 2.5 decoded, and one buffer to free per document. They become OTLP JSON only
     /// when a case is written, off the ingest path.
-    pub encoded: Vec<Vec<u8>>,
+    pub encoded: Vec<Bytes>,
     /// Spans kept.
     pub spans: usize,
     /// Bytes kept (protobuf-encoded size).
@@ -55,7 +56,7 @@ impl Captured {
             .iter()
             // The buffer only holds what `push` encoded, so this cannot fail; were it ever to,
             // the document is reported and left out rather than written as an empty trace.
-            .filter_map(|bytes| match TracesData::decode(bytes.as_slice()) {
+            .filter_map(|bytes| match TracesData::decode(bytes.as_ref()) {
                 Ok(trace) => Some(trace),
                 Err(err) => {
                     tracing::error!(%err, "A buffered capture document does not decode.");
@@ -90,9 +91,8 @@ impl CaptureBuffer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Appends one trace document of `spans` spans, or refuses it whole.
-    pub fn push(&self, trace: TracesData, spans: usize) -> Result<(), BufferFull> {
-        let encoded = trace.encode_to_vec();
+    /// Appends one protobuf-encoded trace document of `spans` spans, or refuses it whole.
+    pub fn push(&self, encoded: Bytes, spans: usize) -> Result<(), BufferFull> {
         let bytes = encoded.len();
         let mut captured = self.lock();
         let limit = if captured.spans + spans > self.limits.max_spans {
@@ -227,7 +227,7 @@ mod tests {
             max_spans: 2,
             max_bytes: 1000,
         });
-        let trace = TracesData::default;
+        let trace = Bytes::new;
         buffer.push(trace(), 2).unwrap();
         let err = buffer.push(trace(), 1).unwrap_err();
         assert_eq!(err.limit, "max spans per session");

@@ -67,6 +67,9 @@ pub struct InjectLookup {
 pub struct ExportBatch {
     /// The spans as received.
     pub traces: TracesData,
+    /// The request body when it was OTLP protobuf: a capture keeps these bytes as they are
+    /// when the whole batch goes to one session unchanged, instead of encoding it again.
+    pub wire: Option<Bytes>,
     /// How to encode the answer.
     pub encoding: Encoding,
 }
@@ -103,6 +106,9 @@ pub struct SessionBatch {
     pub session: Arc<Session>,
     /// Its spans, with their resources and scopes.
     pub traces: TracesData,
+    /// The same spans as received in protobuf, while that is still exactly what `traces`
+    /// holds: the batch was all this session's, nothing was refused and nothing redacted.
+    pub wire: Option<Bytes>,
     /// How many spans.
     pub spans: usize,
 }

@@ -185,6 +185,20 @@ impl Runtime {
         self.get_json(&format!("/v1/sessions/{id}/stats")).await["stats"].clone()
     }
 
+    /// Closes a capture session; returns the case file it wrote, as text.
+    pub async fn close_capture(&self, id: &str) -> String {
+        let closed: serde_json::Value = reqwest::Client::new()
+            .post(self.url(&format!("/v1/sessions/{id}/close")))
+            .send()
+            .await
+            .expect("POST close")
+            .json()
+            .await
+            .expect("a JSON answer");
+        let path = closed["capturePath"].as_str().expect("capturePath");
+        std::fs::read_to_string(path).expect("the written case")
+    }
+
     /// Stops the runtime and waits for its shutdown work (capture flush) to finish.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -2,6 +2,7 @@
 
 use crate::record::{Enriched, ExportOutcome, Outcome, PipelineError};
 use crate::session::Stats;
+use prost::Message as _;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use tower::Service;
@@ -46,7 +47,10 @@ impl Service<Enriched> for CaseWriter {
                 accepted += batch.spans as u64;
                 continue;
             };
-            match buffer.push(batch.traces, batch.spans) {
+            let encoded = batch
+                .wire
+                .unwrap_or_else(|| batch.traces.encode_to_vec().into());
+            match buffer.push(encoded, batch.spans) {
                 Ok(()) => {
                     accepted += batch.spans as u64;
                     Stats::add(&session.stats.extracted_spans, batch.spans as u64);

@@ -79,6 +79,11 @@ where
             Record::Export(batch) => {
                 let mut batches = group_by_session(&self.store, batch.traces);
                 batches.encoding = Some(batch.encoding);
+                if let [only] = batches.batches.as_mut_slice()
+                    && batches.refused.total() == 0
+                {
+                    only.wire = batch.wire;
+                }
                 self.inner.call(Enriched::Export(batches))
             }
         }
@@ -149,6 +154,7 @@ fn batch_for<'a>(
             batches.push(SessionBatch {
                 session: session.clone(),
                 traces: TracesData::default(),
+                wire: None,
                 spans: 0,
             });
             batches.len() - 1

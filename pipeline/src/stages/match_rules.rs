@@ -120,8 +120,8 @@ fn answer_inject(lookup: &InjectLookup, session: &Session) -> InjectOutcome {
     }
 }
 
-/// Replaces the values of sensitive header attributes.
-fn redact(traces: &mut TracesData, names: &[String], extra: &[String]) {
+/// Replaces the values of sensitive header attributes; says whether any value changed.
+fn redact(traces: &mut TracesData, names: &[String], extra: &[String]) -> bool {
     let sensitive = |name: &str| {
         names
             .iter()
@@ -133,6 +133,7 @@ fn redact(traces: &mut TracesData, names: &[String], extra: &[String]) {
         .iter_mut()
         .flat_map(|rs| rs.scope_spans.iter_mut())
         .flat_map(|ss| ss.spans.iter_mut());
+    let mut changed = false;
     for span in spans {
         for kv in &mut span.attributes {
             let name = kv
@@ -142,11 +143,14 @@ fn redact(traces: &mut TracesData, names: &[String], extra: &[String]) {
             if name.is_some_and(sensitive)
                 && let Some(AnyValueKind::StringValue(value)) =
                     kv.value.as_mut().and_then(|v| v.value.as_mut())
+                && value != REDACTED
             {
                 REDACTED.clone_into(value);
+                changed = true;
             }
         }
     }
+    changed
 }
 
 impl<S> Service<Enriched> for MatchRules<S>
@@ -178,7 +182,10 @@ where
                         .policy
                         .as_ref()
                         .map_or(&[][..], |p| &p.parsed.redact_headers[..]);
-                    redact(&mut batch.traces, &self.config.redact_headers, extra);
+                    if redact(&mut batch.traces, &self.config.redact_headers, extra) {
+                        // The bytes as received still hold the secrets.
+                        batch.wire = None;
+                    }
                 }
                 self.inner.call(Enriched::Export(batches))
             }

@@ -3,6 +3,7 @@
 use crate::otlp::{self, Encoding, SpanView};
 use crate::record::{ExportBatch, InjectLookup, Outcome, PipelineError, Received, Record, Signal};
 use crate::wire;
+use bytes::Bytes;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
@@ -64,6 +65,7 @@ impl<S> Receive<S> {
                     )?),
                     Signal::Export => Record::Export(ExportBatch {
                         traces,
+                        wire: None,
                         encoding: Encoding::Protobuf,
                     }),
                 });
@@ -105,6 +107,8 @@ impl<S> Receive<S> {
             // OTLP/HTTP answers in the request's encoding.
             Signal::Export => Record::Export(ExportBatch {
                 traces: otlp::decode_traces(bytes, declared)?,
+                wire: (declared == Some(Encoding::Protobuf))
+                    .then(|| inflated.map_or_else(|| body.clone(), Bytes::from)),
                 encoding: declared.unwrap_or(if wants_json {
                     Encoding::Json
                 } else {
