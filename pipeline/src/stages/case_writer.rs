@@ -2,6 +2,7 @@
 
 use crate::record::{Enriched, ExportOutcome, Outcome, PipelineError};
 use crate::session::Stats;
+use bytes::Bytes;
 use prost::Message as _;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
@@ -47,9 +48,12 @@ impl Service<Enriched> for CaseWriter {
                 accepted += batch.spans as u64;
                 continue;
             };
-            let encoded = batch
-                .wire
-                .unwrap_or_else(|| batch.traces.encode_to_vec().into());
+            // Copied, not shared: the request's bytes can be a slice of the server's read buffer,
+            // and keeping the slice would keep the whole buffer (8 KiB for a one-span export).
+            let encoded = match batch.wire {
+                Some(wire) => Bytes::copy_from_slice(&wire),
+                None => batch.traces.encode_to_vec().into(),
+            };
             match buffer.push(encoded, batch.spans) {
                 Ok(()) => {
                     accepted += batch.spans as u64;
