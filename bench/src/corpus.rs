@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
 use serde_json::{Value, json};
+use softprobe_pipeline::otlp::span_views;
 
 /// Host every rule and lookup names.
 pub(crate) const HOST: &str = "api.example.com";
@@ -152,19 +153,5 @@ pub(crate) fn rules(n: usize) -> Value {
 
 /// The attribute `key` of the first span as text (strings and ints).
 pub(crate) fn attribute(traces: &TracesData, key: &str) -> Option<String> {
-    let span = traces
-        .resource_spans
-        .first()?
-        .scope_spans
-        .first()?
-        .spans
-        .first()?;
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            AnyValueKind::StringValue(s) => Some(s.clone()),
-            AnyValueKind::IntValue(i) => Some(i.to_string()),
-            _ => None,
-        })
+    span_views(traces).first()?.attributes.get(key)?.text()
 }

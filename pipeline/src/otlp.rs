@@ -28,17 +28,17 @@ impl Encoding {
         let Some(value) = content_type else {
             return Ok(None);
         };
-        let media = value
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match media.as_str() {
-            "application/x-protobuf" | "application/protobuf" => Ok(Some(Self::Protobuf)),
-            "application/json" => Ok(Some(Self::Json)),
-            "" => Ok(None),
-            _ => Err(DecodeError::UnsupportedMediaType(value.to_owned())),
+        // Compared in place: this runs for every inject.
+        let media = value.split(';').next().unwrap_or("").trim();
+        let is = |name: &str| media.eq_ignore_ascii_case(name);
+        if is("application/x-protobuf") || is("application/protobuf") {
+            Ok(Some(Self::Protobuf))
+        } else if is("application/json") {
+            Ok(Some(Self::Json))
+        } else if media.is_empty() {
+            Ok(None)
+        } else {
+            Err(DecodeError::UnsupportedMediaType(value.to_owned()))
         }
     }
 
@@ -189,23 +189,6 @@ fn is_hex(text: &str) -> bool {
     text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The first attribute with this key.
-pub fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValueKind> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-}
-
-/// The first non-empty string attribute with this key.
-pub fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attribute(attributes, key) {
-        Some(AnyValueKind::StringValue(s)) if !s.is_empty() => Some(s),
-        _ => None,
-    }
-}
-
 /// An attribute value as routing and matching read it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AttrRef<'a> {
@@ -229,6 +212,15 @@ impl<'a> AttrRef<'a> {
             Some(AnyValueKind::IntValue(i)) => Self::Int(*i),
             Some(AnyValueKind::DoubleValue(d)) => Self::Double(*d),
             _ => Self::Other,
+        }
+    }
+
+    /// A string as is, an integer in decimal (a status code may come as either).
+    pub fn text(self) -> Option<String> {
+        match self {
+            Self::Str(s) => Some(s.to_owned()),
+            Self::Int(i) => Some(i.to_string()),
+            _ => None,
         }
     }
 
@@ -267,9 +259,14 @@ impl<'a> Attributes<'a> {
         decoded.chain(wire.into_iter().flatten())
     }
 
+    /// The value of the first attribute with this key.
+    pub fn get(&self, key: &str) -> Option<AttrRef<'a>> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, value)| value)
+    }
+
     /// The first attribute with this key, when it is a non-empty string.
     pub fn string(&self, key: &str) -> Option<&'a str> {
-        match self.iter().find(|(k, _)| *k == key)?.1 {
+        match self.get(key)? {
             AttrRef::Str(s) if !s.is_empty() => Some(s),
             _ => None,
         }
@@ -745,20 +742,12 @@ mod tests {
             Some(Encoding::Json),
         )
         .unwrap();
-        let attrs = &back.resource_spans[0].scope_spans[0].spans[0].attributes;
-        assert_eq!(attrs[0].key, keys::RESPONSE_STATUS);
-        assert_eq!(
-            attribute(attrs, keys::RESPONSE_STATUS),
-            Some(&AnyValueKind::IntValue(201))
-        );
-        assert_eq!(string_attribute(attrs, keys::RESPONSE_BODY), Some("AP8="));
-        assert_eq!(
-            string_attribute(attrs, keys::RESPONSE_BODY_ENCODING),
-            Some("base64")
-        );
-        assert_eq!(
-            attribute(attrs, keys::SESSION_REVISION),
-            Some(&AnyValueKind::IntValue(7))
-        );
+        let span = &back.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.attributes[0].key, keys::RESPONSE_STATUS);
+        let attrs = SpanView::of(span, None).attributes;
+        assert_eq!(attrs.get(keys::RESPONSE_STATUS), Some(AttrRef::Int(201)));
+        assert_eq!(attrs.string(keys::RESPONSE_BODY), Some("AP8="));
+        assert_eq!(attrs.string(keys::RESPONSE_BODY_ENCODING), Some("base64"));
+        assert_eq!(attrs.get(keys::SESSION_REVISION), Some(AttrRef::Int(7)));
     }
 }

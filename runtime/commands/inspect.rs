@@ -3,11 +3,8 @@
 use super::session::path;
 use super::{CliError, Report, RuntimeClient, read_file};
 use crate::cli::{InspectArgs, InspectCommand};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use serde_json::{Value, json};
-use softprobe_pipeline::otlp::{
-    Encoding, SpanView, attribute, decode_traces, keys, string_attribute,
-};
+use softprobe_pipeline::otlp::{AttrRef, Encoding, SpanView, decode_traces, keys};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -67,16 +64,15 @@ fn inspect_case(file: &std::path::Path) -> Result<Report, CliError> {
             })?;
         for rs in &traces.resource_spans {
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                let hop = SpanView::of(span, rs.resource.as_ref()).hop();
-                let status = match attribute(&span.attributes, keys::RESPONSE_STATUS) {
-                    Some(AnyValueKind::IntValue(code)) => code.to_string(),
-                    Some(AnyValueKind::StringValue(code)) => code.clone(),
-                    _ => String::new(),
-                };
+                let view = SpanView::of(span, rs.resource.as_ref());
+                let hop = view.hop();
+                let status = view
+                    .attributes
+                    .get(keys::RESPONSE_STATUS)
+                    .and_then(AttrRef::text)
+                    .unwrap_or_default();
                 let direction = hop.direction.map(|d| d.as_str()).unwrap_or("-").to_owned();
-                let span_type = string_attribute(&span.attributes, keys::SPAN_TYPE)
-                    .unwrap_or("-")
-                    .to_owned();
+                let span_type = view.span_type().unwrap_or("-").to_owned();
                 for (key, value) in [
                     ("direction", &direction),
                     ("host", &hop.host),

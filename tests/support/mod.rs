@@ -290,21 +290,8 @@ pub mod spans {
 
     /// The attribute `key` of the first span, as a string or an int rendered as a string.
     pub fn attribute(traces: &TracesData, key: &str) -> Option<String> {
-        let span = traces
-            .resource_spans
-            .first()?
-            .scope_spans
-            .first()?
-            .spans
-            .first()?;
-        span.attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                AnyValueKind::StringValue(s) => Some(s.clone()),
-                AnyValueKind::IntValue(i) => Some(i.to_string()),
-                _ => None,
-            })
+        use softprobe_pipeline::otlp::span_views;
+        span_views(traces).first()?.attributes.get(key)?.text()
     }
 }
 
