@@ -507,24 +507,47 @@ async fn capture_over_http_and_grpc_writes_a_case_that_loads_back() {
     h.runtime.stop().await;
 }
 
-/// A protobuf batch that is wholly one session's is kept as sent, unless redaction changed it.
+/// A protobuf batch that is wholly one session's is kept as sent (read in place, never
+/// decoded), unless it holds a value to redact: a default sensitive header or one the session
+/// policy names.
 #[tokio::test]
 async fn whole_protobuf_batches_are_kept_as_sent_but_never_with_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(&["--capture-dir", dir.path().to_str().unwrap()]).await;
     let id = h.session("capture").await;
+    h.post(&id, "policy", json!({"redactHeaders": ["X-Tenant-Key"]}))
+        .await;
     let with_token = traces("orders", vec![extract(&id, "outbound", "/with-token", 200)]);
-    let mut plain = traces("orders", vec![extract(&id, "outbound", "/plain", 200)]);
-    plain.resource_spans[0].scope_spans[0].spans[0]
+    let without_token = |path: &str| {
+        let mut batch = traces("orders", vec![extract(&id, "outbound", path, 200)]);
+        batch.resource_spans[0].scope_spans[0].spans[0]
+            .attributes
+            .retain(|kv| kv.key != "http.request.header.authorization");
+        batch
+    };
+    let plain = without_token("/plain");
+    let mut tenant = without_token("/tenant");
+    tenant.resource_spans[0].scope_spans[0].spans[0]
         .attributes
-        .retain(|kv| kv.key != "http.request.header.authorization");
-    for batch in [&with_token, &plain] {
+        .push(support::spans::string(
+            "http.response.header.x-tenant-key",
+            "tenant-secret",
+        ));
+    for batch in [&with_token, &plain, &tenant] {
         let response = h.export(batch).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     let text = h.runtime.close_capture(&id).await;
     assert!(!text.contains("Bearer secret"), "authorization is redacted");
-    assert!(text.contains("[REDACTED]"), "the redacted value is marked");
+    assert!(
+        !text.contains("tenant-secret"),
+        "the policy's header is redacted"
+    );
+    assert_eq!(
+        text.matches("[REDACTED]").count(),
+        2,
+        "redacted values are marked"
+    );
     let case: Value = serde_json::from_str(&text).unwrap();
     assert!(support::case_schema::violations(&case).is_empty());
     let paths: Vec<String> = case_spans(&case)
@@ -533,7 +556,7 @@ async fn whole_protobuf_batches_are_kept_as_sent_but_never_with_secrets() {
         .filter(|kv| kv["key"] == "url.path")
         .map(|kv| kv["value"]["stringValue"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(paths, ["/with-token", "/plain"]);
+    assert_eq!(paths, ["/with-token", "/plain", "/tenant"]);
     h.runtime.stop().await;
 }
 

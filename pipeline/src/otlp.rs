@@ -215,6 +215,14 @@ impl<'a> AttrRef<'a> {
         }
     }
 
+    /// A string, when it is not empty.
+    pub fn non_empty_str(self) -> Option<&'a str> {
+        match self {
+            Self::Str(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
     /// A string as is, an integer in decimal (a status code may come as either).
     pub fn text(self) -> Option<String> {
         match self {
@@ -266,11 +274,28 @@ impl<'a> Attributes<'a> {
 
     /// The first attribute with this key, when it is a non-empty string.
     pub fn string(&self, key: &str) -> Option<&'a str> {
-        match self.get(key)? {
-            AttrRef::Str(s) if !s.is_empty() => Some(s),
-            _ => None,
-        }
+        self.get(key)?.non_empty_str()
     }
+}
+
+/// The header name an attribute key records (`http.request.header.<name>`,
+/// `http.response.header.<name>`), if it records one.
+pub fn header_name(key: &str) -> Option<&str> {
+    key.strip_prefix(keys::REQUEST_HEADER_PREFIX)
+        .or_else(|| key.strip_prefix(keys::RESPONSE_HEADER_PREFIX))
+}
+
+/// The session a span names, from the first `sp.session.id` attribute of the span and of its
+/// resource (each counts when it is a non-empty string) and the span's trace state, in that
+/// order of precedence.
+pub(crate) fn session_of<'a>(
+    span: Option<AttrRef<'a>>,
+    resource: Option<AttrRef<'a>>,
+    trace_state: &'a str,
+) -> Option<&'a str> {
+    span.and_then(AttrRef::non_empty_str)
+        .or_else(|| resource.and_then(AttrRef::non_empty_str))
+        .or_else(|| tracestate_session(trace_state))
 }
 
 /// What routing and matching read from one span: its attributes, its resource's, and its W3C
@@ -298,10 +323,11 @@ impl<'a> SpanView<'a> {
     /// The session: `sp.session.id` on the span, then on the resource, then the
     /// `x-softprobe-session-id=<id>` entry of the trace state.
     pub fn session(&self) -> Option<&'a str> {
-        self.attributes
-            .string(keys::SESSION_ID)
-            .or_else(|| self.resource.string(keys::SESSION_ID))
-            .or_else(|| tracestate_session(self.trace_state))
+        session_of(
+            self.attributes.get(keys::SESSION_ID),
+            self.resource.get(keys::SESSION_ID),
+            self.trace_state,
+        )
     }
 
     /// `sp.span.type` (`inject`, `extract`), when set.

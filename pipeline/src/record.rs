@@ -3,6 +3,7 @@
 use crate::matcher::Hop;
 use crate::otlp::{DecodeError, Encoding, HitResponse};
 use crate::session::Session;
+use crate::wire::Checked;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use std::sync::Arc;
@@ -66,12 +67,20 @@ pub struct InjectLookup {
 #[derive(Debug)]
 pub struct ExportBatch {
     /// The spans as received.
-    pub traces: TracesData,
-    /// The request body when it was OTLP protobuf: a capture keeps these bytes as they are
-    /// when the whole batch goes to one session unchanged, instead of encoding it again.
-    pub wire: Option<Bytes>,
+    pub spans: Spans,
     /// How to encode the answer.
     pub encoding: Encoding,
+}
+
+/// Exported spans on their way to a capture.
+#[derive(Debug)]
+pub enum Spans {
+    /// An OTLP protobuf body, checked but not decoded. A batch whose spans all go to one
+    /// session and need no redaction stays this way, and its capture keeps these bytes:
+    /// decoding and encoding it again would cost more than the rest of the export.
+    Wire(Checked),
+    /// Decoded spans.
+    Decoded(TracesData),
 }
 
 /// A record with its session(s) attached.
@@ -105,12 +114,9 @@ pub struct SessionBatch {
     /// The session.
     pub session: Arc<Session>,
     /// Its spans, with their resources and scopes.
-    pub traces: TracesData,
-    /// The same spans as received in protobuf, while that is still exactly what `traces`
-    /// holds: the batch was all this session's, nothing was refused and nothing redacted.
-    pub wire: Option<Bytes>,
+    pub spans: Spans,
     /// How many spans.
-    pub spans: usize,
+    pub count: usize,
 }
 
 /// Spans refused, by reason.

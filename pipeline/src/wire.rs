@@ -1,19 +1,149 @@
-//! OTLP protobuf read in place: the spans of an inject lookup, borrowed from the request body.
+//! OTLP protobuf read in place: bodies checked as prost decodes them, and the spans of a
+//! lookup borrowed from the body.
 //!
-//! An inject body is read for a handful of attributes and dropped microseconds later.
-//! Materializing it as `TracesData` (a `String` per key and value, a `Vec` per level, all freed
-//! again) was the largest single cost of an HTTP inject. This reader walks the wire format once
-//! and borrows every string from the body. The framing of every field is checked; the fields a
-//! lookup reads are checked as prost checks them (wire types, UTF-8); fields it does not read
-//! are skipped whole, not parsed.
+//! An inject body is read for a handful of attributes and dropped microseconds later, and an
+//! export batch that a capture keeps as received only needs its sessions and header names read.
+//! Materializing either as `TracesData` (a `String` per key and value, a `Vec` per level, all
+//! freed again) was the largest single cost of both paths. [`check`] walks a body once and
+//! accepts exactly what prost's decoding of `TracesData` accepts, without allocating; [`spans`]
+//! borrows every string a lookup reads from the body.
 
-use crate::otlp::{AttrRef, Attributes, DecodeError, SpanView};
+use crate::otlp::{AttrRef, Attributes, DecodeError, SpanView, keys, session_of};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use prost::Message as _;
 
 /// The spans of an OTLP `TracesData` (or `ExportTraceServiceRequest`: same wire shape), in
-/// order, each with its resource's attributes.
+/// order, each with its resource's attributes. The body is [`check`]ed first.
 pub fn spans(body: &[u8]) -> Result<Vec<SpanView<'_>>, DecodeError> {
-    read_spans(body)
-        .map_err(|reason| DecodeError::Malformed(format!("invalid OTLP protobuf: {reason}")))
+    check(body)?;
+    read_spans(body).map_err(malformed)
+}
+
+fn malformed(reason: String) -> DecodeError {
+    DecodeError::Malformed(format!("invalid OTLP protobuf: {reason}"))
+}
+
+/// An OTLP protobuf export body that [`check`] accepted, kept as received, with what the
+/// pipeline routes it by.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    body: Bytes,
+    routing: Routing,
+}
+
+/// What session enrichment and redaction read from an export batch, gathered once when it is
+/// checked, so neither has to decode it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// How many spans.
+    pub spans: usize,
+    /// The session every span names, when there are spans and they all name the same one.
+    pub session: Option<String>,
+    /// The distinct names of the header attributes (`http.request.header.<name>`,
+    /// `http.response.header.<name>`) that hold a string, in order of appearance.
+    pub header_names: Vec<String>,
+}
+
+impl Checked {
+    /// Checks `body` and reads its routing.
+    pub fn new(body: Bytes) -> Result<Self, DecodeError> {
+        check(&body)?;
+        let routing = route(&body).map_err(malformed)?;
+        Ok(Self { body, routing })
+    }
+
+    /// What the batch is routed by.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// The body decoded.
+    pub fn decode(&self) -> Result<TracesData, DecodeError> {
+        TracesData::decode(self.body.as_ref()).map_err(|err| malformed(err.to_string()))
+    }
+
+    /// The body as received.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// Reads the routing of a checked body: byte comparisons on attribute keys, no copies but the
+/// session id and the header names.
+fn route(body: &[u8]) -> Result<Routing, String> {
+    let mut routing = Routing::default();
+    // The first span's session, and whether every later span names the same.
+    let mut first: Option<Option<&str>> = None;
+    let mut uniform = true;
+    for field in Fields::new(body) {
+        let (1, value) = field? else { continue };
+        let resource_spans = value.bytes("TracesData.resource_spans")?;
+        // As in `read_spans`: every occurrence of the resource adds attributes.
+        let mut resource_session = None;
+        for field in Fields::new(resource_spans) {
+            let (1, value) = field? else { continue };
+            for field in Fields::new(value.bytes("ResourceSpans.resource")?) {
+                let (1, value) = field? else { continue };
+                let key_value = value.bytes("Resource.attributes")?;
+                if resource_session.is_none() && kv_key(key_value)? == keys::SESSION_ID.as_bytes() {
+                    resource_session = Some(attr_ref(kv_value(key_value)?)?);
+                }
+            }
+        }
+        for field in Fields::new(resource_spans) {
+            let (2, value) = field? else { continue };
+            for field in Fields::new(value.bytes("ResourceSpans.scope_spans")?) {
+                let (2, value) = field? else { continue };
+                let span = value.bytes("ScopeSpans.spans")?;
+                let session = route_span(span, resource_session, &mut routing.header_names)?;
+                routing.spans += 1;
+                match first {
+                    None => first = Some(session),
+                    Some(first) => uniform &= first == session,
+                }
+            }
+        }
+    }
+    routing.session = first.flatten().filter(|_| uniform).map(str::to_owned);
+    Ok(routing)
+}
+
+/// One span's session (as [`SpanView::session`] reads it); adds header names not seen yet.
+fn route_span<'a>(
+    span: &'a [u8],
+    resource_session: Option<AttrRef<'a>>,
+    header_names: &mut Vec<String>,
+) -> Result<Option<&'a str>, String> {
+    let (mut own_session, mut trace_state) = (None, "");
+    for field in Fields::new(span) {
+        match field? {
+            (3, value) => trace_state = value.text("Span.trace_state")?,
+            (9, value) => {
+                // Values are only read for the few keys that matter.
+                let key_value = value.bytes("Span.attributes")?;
+                let key = kv_key(key_value)?;
+                if key == keys::SESSION_ID.as_bytes() {
+                    if own_session.is_none() {
+                        own_session = Some(attr_ref(kv_value(key_value)?)?);
+                    }
+                } else if let Some(name) = header_name(key)
+                    && !header_names.iter().any(|known| known.as_bytes() == name)
+                    && matches!(kv_value(key_value)?, Some((1, _)))
+                {
+                    header_names.push(utf8(name, "KeyValue.key")?.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(session_of(own_session, resource_session, trace_state))
+}
+
+/// [`crate::otlp::header_name`] on a key's bytes (keys are compared, not decoded, here).
+fn header_name(key: &[u8]) -> Option<&[u8]> {
+    key.strip_prefix(keys::REQUEST_HEADER_PREFIX.as_bytes())
+        .or_else(|| key.strip_prefix(keys::RESPONSE_HEADER_PREFIX.as_bytes()))
 }
 
 fn read_spans(body: &[u8]) -> Result<Vec<SpanView<'_>>, String> {
@@ -80,33 +210,202 @@ fn read_key_value<'a>(
     key_value: &'a [u8],
     out: &mut Vec<(&'a str, AttrRef<'a>)>,
 ) -> Result<(), String> {
-    let mut key = "";
-    let mut value = AttrRef::Other;
-    for field in Fields::new(key_value) {
-        match field? {
-            (1, field) => key = field.text("KeyValue.key")?,
-            (2, field) => value = read_any_value(field.bytes("KeyValue.value")?)?,
-            _ => {}
-        }
-    }
-    out.push((key, value));
+    let key = utf8(kv_key(key_value)?, "KeyValue.key")?;
+    out.push((key, attr_ref(kv_value(key_value)?)?));
     Ok(())
 }
 
-/// AnyValue: string = 1, bool = 2, int = 3, double = 4; arrays, maps and bytes are not read.
-fn read_any_value(any_value: &[u8]) -> Result<AttrRef<'_>, String> {
-    let mut value = AttrRef::Other;
-    for field in Fields::new(any_value) {
-        value = match field? {
-            (1, field) => AttrRef::Str(field.text("AnyValue.string_value")?),
-            (2, Field::Varint(v)) => AttrRef::Bool(v != 0),
-            (3, Field::Varint(v)) => AttrRef::Int(v as i64),
-            (4, Field::Fixed64(bits)) => AttrRef::Double(f64::from_bits(bits)),
-            (number @ 2..=4, _) => return Err(format!("AnyValue field {number}: wrong wire type")),
-            _ => AttrRef::Other,
-        };
+/// A key-value pair's key as stored (the last `key` field, as prost keeps it).
+fn kv_key(key_value: &[u8]) -> Result<&[u8], String> {
+    let mut key = &[][..];
+    for field in Fields::new(key_value) {
+        if let (1, field) = field? {
+            key = field.bytes("KeyValue.key")?;
+        }
+    }
+    Ok(key)
+}
+
+/// A key-value pair's value as stored: the last field of the value's `oneof`. (Prost merges
+/// repeated `value` fields into one `AnyValue`, whose last `oneof` field wins.)
+fn kv_value(key_value: &[u8]) -> Result<Option<(u32, Field<'_>)>, String> {
+    let mut value = None;
+    for field in Fields::new(key_value) {
+        let (2, field) = field? else { continue };
+        for field in Fields::new(field.bytes("KeyValue.value")?) {
+            let (number, field) = field?;
+            if (1..=8).contains(&number) {
+                value = Some((number, field));
+            }
+        }
     }
     Ok(value)
+}
+
+/// AnyValue: string = 1, bool = 2, int = 3, double = 4; arrays, maps and bytes are not read.
+fn attr_ref(value: Option<(u32, Field<'_>)>) -> Result<AttrRef<'_>, String> {
+    Ok(match value {
+        Some((1, field)) => AttrRef::Str(field.text("AnyValue.string_value")?),
+        Some((2, Field::Varint(v))) => AttrRef::Bool(v != 0),
+        Some((3, Field::Varint(v))) => AttrRef::Int(v as i64),
+        Some((4, Field::Fixed64(bits))) => AttrRef::Double(f64::from_bits(bits)),
+        Some((number @ 2..=4, _)) => {
+            return Err(format!("AnyValue field {number}: wrong wire type"));
+        }
+        _ => AttrRef::Other,
+    })
+}
+
+fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, String> {
+    std::str::from_utf8(bytes).map_err(|_| format!("{what}: invalid UTF-8"))
+}
+
+/// How deeply prost nests messages (and skipped groups) before refusing a body.
+const RECURSION_LIMIT: u32 = 100;
+
+/// Checks that `body` decodes as OTLP `TracesData` (or `ExportTraceServiceRequest`), refusing
+/// exactly what prost's decoding refuses: broken framing, a known field of the wrong wire
+/// type, a string that is not UTF-8, nesting deeper than prost's limit. Nothing is allocated.
+pub fn check(body: &[u8]) -> Result<(), DecodeError> {
+    check_message(Message::TracesData, body, RECURSION_LIMIT).map_err(malformed)
+}
+
+/// `budget` is prost's recursion count: entering a message spends one, and a message's fields
+/// (or an unknown field's skipped group) may only be read while some is left.
+fn check_message(message: Message, body: &[u8], budget: u32) -> Result<(), String> {
+    for field in Fields::new(body) {
+        let (number, field) = field?;
+        let Some((name, kind)) = message.field(number) else {
+            let depth = match field {
+                Field::Group { depth } => depth,
+                _ => 0,
+            };
+            if budget <= depth {
+                return Err("messages nested too deeply".into());
+            }
+            continue;
+        };
+        match (kind, field) {
+            (Kind::Varint, Field::Varint(_))
+            | (Kind::Fixed64, Field::Fixed64(_))
+            | (Kind::Fixed32, Field::Fixed32)
+            | (Kind::Bytes, Field::Bytes(_)) => {}
+            (Kind::Text, Field::Bytes(bytes)) => {
+                std::str::from_utf8(bytes)
+                    .map_err(|_| format!("{message:?}.{name}: invalid UTF-8"))?;
+            }
+            (Kind::Message(inner), Field::Bytes(bytes)) => {
+                if budget == 0 {
+                    return Err("messages nested too deeply".into());
+                }
+                check_message(inner, bytes, budget - 1)?;
+            }
+            _ => return Err(format!("{message:?}.{name}: wrong wire type")),
+        }
+    }
+    Ok(())
+}
+
+/// The messages of the OTLP trace schema (opentelemetry-proto's `trace`, `common`, `resource`).
+#[derive(Debug, Clone, Copy)]
+enum Message {
+    TracesData,
+    ResourceSpans,
+    Resource,
+    EntityRef,
+    ScopeSpans,
+    InstrumentationScope,
+    Span,
+    Event,
+    Link,
+    Status,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+/// What a known field holds, as far as decoding can fail on it.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// int32/int64/uint32/bool/enum.
+    Varint,
+    /// fixed64/double.
+    Fixed64,
+    Fixed32,
+    Bytes,
+    /// A string: UTF-8.
+    Text,
+    Message(Message),
+}
+
+impl Message {
+    /// The name and kind of field `number`, or `None` for a field prost skips.
+    fn field(self, number: u32) -> Option<(&'static str, Kind)> {
+        use Kind::{Bytes, Fixed32, Fixed64, Message as Msg, Text, Varint};
+        use Message as M;
+        Some(match (self, number) {
+            (M::TracesData, 1) => ("resource_spans", Msg(M::ResourceSpans)),
+            (M::ResourceSpans, 1) => ("resource", Msg(M::Resource)),
+            (M::ResourceSpans, 2) => ("scope_spans", Msg(M::ScopeSpans)),
+            (M::ResourceSpans | M::ScopeSpans, 3) => ("schema_url", Text),
+            (M::Resource, 1) => ("attributes", Msg(M::KeyValue)),
+            (M::Resource, 2) => ("dropped_attributes_count", Varint),
+            (M::Resource, 3) => ("entity_refs", Msg(M::EntityRef)),
+            (M::EntityRef, 1) => ("schema_url", Text),
+            (M::EntityRef, 2) => ("type", Text),
+            (M::EntityRef, 3) => ("id_keys", Text),
+            (M::EntityRef, 4) => ("description_keys", Text),
+            (M::ScopeSpans, 1) => ("scope", Msg(M::InstrumentationScope)),
+            (M::ScopeSpans, 2) => ("spans", Msg(M::Span)),
+            (M::InstrumentationScope, 1) => ("name", Text),
+            (M::InstrumentationScope, 2) => ("version", Text),
+            (M::InstrumentationScope, 3) => ("attributes", Msg(M::KeyValue)),
+            (M::InstrumentationScope, 4) => ("dropped_attributes_count", Varint),
+            (M::Span, 1) => ("trace_id", Bytes),
+            (M::Span, 2) => ("span_id", Bytes),
+            (M::Span, 3) => ("trace_state", Text),
+            (M::Span, 4) => ("parent_span_id", Bytes),
+            (M::Span, 5) => ("name", Text),
+            (M::Span, 6) => ("kind", Varint),
+            (M::Span, 7) => ("start_time_unix_nano", Fixed64),
+            (M::Span, 8) => ("end_time_unix_nano", Fixed64),
+            (M::Span, 9) => ("attributes", Msg(M::KeyValue)),
+            (M::Span, 10) => ("dropped_attributes_count", Varint),
+            (M::Span, 11) => ("events", Msg(M::Event)),
+            (M::Span, 12) => ("dropped_events_count", Varint),
+            (M::Span, 13) => ("links", Msg(M::Link)),
+            (M::Span, 14) => ("dropped_links_count", Varint),
+            (M::Span, 15) => ("status", Msg(M::Status)),
+            (M::Span, 16) => ("flags", Fixed32),
+            (M::Event, 1) => ("time_unix_nano", Fixed64),
+            (M::Event, 2) => ("name", Text),
+            (M::Event, 3) => ("attributes", Msg(M::KeyValue)),
+            (M::Event, 4) => ("dropped_attributes_count", Varint),
+            (M::Link, 1) => ("trace_id", Bytes),
+            (M::Link, 2) => ("span_id", Bytes),
+            (M::Link, 3) => ("trace_state", Text),
+            (M::Link, 4) => ("attributes", Msg(M::KeyValue)),
+            (M::Link, 5) => ("dropped_attributes_count", Varint),
+            (M::Link, 6) => ("flags", Fixed32),
+            (M::Status, 2) => ("message", Text),
+            (M::Status, 3) => ("code", Varint),
+            (M::KeyValue, 1) => ("key", Text),
+            (M::KeyValue, 2) => ("value", Msg(M::AnyValue)),
+            (M::KeyValue, 3) => ("key_strindex", Varint),
+            (M::AnyValue, 1) => ("string_value", Text),
+            (M::AnyValue, 2) => ("bool_value", Varint),
+            (M::AnyValue, 3) => ("int_value", Varint),
+            (M::AnyValue, 4) => ("double_value", Fixed64),
+            (M::AnyValue, 5) => ("array_value", Msg(M::ArrayValue)),
+            (M::AnyValue, 6) => ("kvlist_value", Msg(M::KeyValueList)),
+            (M::AnyValue, 7) => ("bytes_value", Bytes),
+            (M::AnyValue, 8) => ("string_value_strindex", Varint),
+            (M::ArrayValue, 1) => ("values", Msg(M::AnyValue)),
+            (M::KeyValueList, 1) => ("values", Msg(M::KeyValue)),
+            _ => return None,
+        })
+    }
 }
 
 /// One field's payload.
@@ -116,6 +415,10 @@ enum Field<'a> {
     Fixed64(u64),
     Fixed32,
     Bytes(&'a [u8]),
+    /// A skipped group and how deeply its fields nest.
+    Group {
+        depth: u32,
+    },
 }
 
 impl<'a> Field<'a> {
@@ -129,7 +432,7 @@ impl<'a> Field<'a> {
     }
 
     fn text(self, what: &str) -> Result<&'a str, String> {
-        std::str::from_utf8(self.bytes(what)?).map_err(|_| format!("{what}: invalid UTF-8"))
+        utf8(self.bytes(what)?, what)
     }
 }
 
@@ -144,19 +447,33 @@ impl<'a> Fields<'a> {
         Self { buf, pos: 0 }
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, String> {
+        // Most varints (keys, short lengths) are one byte.
+        if let Some(&byte) = self.buf.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
+        }
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = *self.buf.get(self.pos).ok_or("truncated varint")?;
             self.pos += 1;
             value |= u64::from(byte & 0x7f) << shift;
             if byte < 0x80 {
-                return Ok(value);
+                // The tenth byte holds bit 63 only; more would overflow (prost refuses it too).
+                return if shift == 63 && byte > 1 {
+                    Err("varint overflows 64 bits".into())
+                } else {
+                    Ok(value)
+                };
             }
         }
         Err("varint longer than 10 bytes".into())
     }
 
+    #[inline]
     fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
         let end = self
             .pos
@@ -168,13 +485,21 @@ impl<'a> Fields<'a> {
         Ok(bytes)
     }
 
-    fn field(&mut self) -> Result<(u32, Field<'a>), String> {
+    /// A field key as prost reads it: number and wire type.
+    #[inline]
+    fn key(&mut self) -> Result<(u32, u64), String> {
         let key = self.varint()?;
-        let number = u32::try_from(key >> 3).map_err(|_| "field number out of range")?;
-        if number == 0 {
+        let key = u32::try_from(key).map_err(|_| format!("field key {key} out of range"))?;
+        if key >> 3 == 0 {
             return Err("field number 0".into());
         }
-        let field = match key & 7 {
+        Ok((key >> 3, u64::from(key & 7)))
+    }
+
+    #[inline]
+    fn field(&mut self) -> Result<(u32, Field<'a>), String> {
+        let (number, wire_type) = self.key()?;
+        let field = match wire_type {
             0 => Field::Varint(self.varint()?),
             1 => Field::Fixed64(u64::from_le_bytes(
                 self.take(8)?.try_into().map_err(|_| "fixed64")?,
@@ -183,19 +508,57 @@ impl<'a> Fields<'a> {
                 let len = usize::try_from(self.varint()?).map_err(|_| "length out of range")?;
                 Field::Bytes(self.take(len)?)
             }
+            3 => Field::Group {
+                depth: self.skip_group(number)?,
+            },
             5 => {
                 self.take(4)?;
                 Field::Fixed32
             }
-            other => return Err(format!("wire type {other} (groups are not OTLP)")),
+            4 => return Err(format!("field {number}: end-group without a start")),
+            other => return Err(format!("field {number}: invalid wire type {other}")),
         };
         Ok((number, field))
+    }
+
+    /// Skips a (proto2) group up to its matching end, as prost skips one in an unknown field;
+    /// returns how deeply its fields nest. Iterative, and no deeper than prost would go.
+    fn skip_group(&mut self, number: u32) -> Result<u32, String> {
+        let mut open = vec![number];
+        let mut depth = 0;
+        while let Some(&innermost) = open.last() {
+            let (number, wire_type) = self.key()?;
+            if wire_type == 4 {
+                if number != innermost {
+                    return Err(format!("group {innermost} closed by end-group {number}"));
+                }
+                open.pop();
+                continue;
+            }
+            depth = depth.max(open.len() as u32);
+            if depth >= RECURSION_LIMIT {
+                return Err("groups nested too deeply".into());
+            }
+            match wire_type {
+                0 => drop(self.varint()?),
+                1 => drop(self.take(8)?),
+                2 => {
+                    let len = usize::try_from(self.varint()?).map_err(|_| "length out of range")?;
+                    self.take(len)?;
+                }
+                3 => open.push(number),
+                5 => drop(self.take(4)?),
+                other => return Err(format!("field {number}: invalid wire type {other}")),
+            }
+        }
+        Ok(depth)
     }
 }
 
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, Field<'a>), String>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.buf.len() {
             return None;
@@ -213,10 +576,12 @@ mod tests {
     use super::*;
     use crate::otlp::AttrRef;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
+    };
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
-    use prost::Message as _;
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
     fn kv(key: &str, value: AnyValueKind) -> KeyValue {
         KeyValue {
@@ -306,6 +671,241 @@ mod tests {
         assert_eq!(spans(&[]).unwrap().len(), 0);
     }
 
+    /// A batch using every message of the trace schema.
+    fn every_message() -> TracesData {
+        let mut traces = sample();
+        let list = |values| AnyValueKind::ArrayValue(ArrayValue { values });
+        let any = |value| AnyValue { value: Some(value) };
+        let rs = &mut traces.resource_spans[1];
+        rs.schema_url = "https://opentelemetry.io/schemas/1.26.0".into();
+        rs.resource = Some(Resource {
+            attributes: vec![kv("sp.session.id", AnyValueKind::StringValue("s2".into()))],
+            dropped_attributes_count: 2,
+            entity_refs: vec![EntityRef {
+                schema_url: "s".into(),
+                r#type: "service".into(),
+                id_keys: vec!["service.name".into()],
+                description_keys: vec!["d".into()],
+            }],
+        });
+        let ss = &mut rs.scope_spans[0];
+        ss.scope = Some(InstrumentationScope {
+            name: "softprobe".into(),
+            version: "1".into(),
+            attributes: vec![kv("k", AnyValueKind::BytesValue(vec![0, 255]))],
+            dropped_attributes_count: 1,
+        });
+        let span = &mut ss.spans[0];
+        span.parent_span_id = vec![1; 8];
+        span.flags = 0x301;
+        span.end_time_unix_nano = u64::MAX;
+        span.dropped_attributes_count = 3;
+        span.attributes = vec![
+            kv(
+                "nested",
+                list(vec![
+                    any(AnyValueKind::KvlistValue(KeyValueList {
+                        values: vec![kv("deep", AnyValueKind::StringValue("é".into()))],
+                    })),
+                    any(list(vec![any(AnyValueKind::IntValue(i64::MIN))])),
+                ]),
+            ),
+            KeyValue {
+                key_strindex: 4,
+                value: Some(any(AnyValueKind::StringValueStrindex(-1))),
+                ..KeyValue::default()
+            },
+            kv("sp.session.id", AnyValueKind::StringValue("s1".into())),
+            kv(
+                "http.request.header.authorization",
+                AnyValueKind::StringValue("Bearer x".into()),
+            ),
+            kv("http.request.header.accept", AnyValueKind::IntValue(3)),
+            kv(
+                "http.response.header.set-cookie",
+                AnyValueKind::StringValue("a=b".into()),
+            ),
+            kv(
+                "http.request.header.authorization",
+                AnyValueKind::StringValue("Bearer y".into()),
+            ),
+        ];
+        span.events = vec![Event {
+            time_unix_nano: 5,
+            name: "retry".into(),
+            attributes: vec![kv("n", AnyValueKind::DoubleValue(-0.0))],
+            dropped_attributes_count: 1,
+        }];
+        span.links = vec![Link {
+            trace_id: vec![3; 16],
+            span_id: vec![4; 8],
+            trace_state: "a=b".into(),
+            attributes: vec![kv("l", AnyValueKind::BoolValue(false))],
+            dropped_attributes_count: 6,
+            flags: 1,
+        }];
+        span.status = Some(Status {
+            message: "boom".into(),
+            code: 2,
+        });
+        traces
+    }
+
+    /// The routing of a decoded batch, read through its span views.
+    fn routing_of(traces: &TracesData) -> Routing {
+        let views = crate::otlp::span_views(traces);
+        let sessions: Vec<_> = views.iter().map(SpanView::session).collect();
+        let mut header_names: Vec<String> = Vec::new();
+        for (key, value) in views.iter().flat_map(|view| view.attributes.iter()) {
+            if let (Some(name), AttrRef::Str(_)) = (crate::otlp::header_name(key), value)
+                && !header_names.iter().any(|known| known == name)
+            {
+                header_names.push(name.to_owned());
+            }
+        }
+        Routing {
+            spans: views.len(),
+            session: sessions
+                .first()
+                .copied()
+                .flatten()
+                .filter(|first| sessions.iter().all(|s| *s == Some(*first)))
+                .map(str::to_owned),
+            header_names,
+        }
+    }
+
+    /// Asserts that `check` and prost's decoding agree on `body`, and that `spans` reads
+    /// whatever `check` accepts; returns whether it decodes.
+    fn agrees_with_prost(body: &[u8]) -> bool {
+        let ours = check(body);
+        let prost = TracesData::decode(body);
+        assert_eq!(
+            ours.is_ok(),
+            prost.is_ok(),
+            "{body:02x?}\ncheck: {ours:?}\nprost: {prost:?}"
+        );
+        if let Ok(traces) = prost {
+            let checked = Checked::new(Bytes::copy_from_slice(body)).unwrap();
+            assert_eq!(checked.routing(), &routing_of(&traces));
+        }
+        ours.is_ok()
+    }
+
+    /// `check` accepts exactly what prost decodes: valid bodies, thousands of random
+    /// corruptions of one, and bodies built at prost's edges.
+    #[test]
+    fn check_accepts_what_prost_decodes() {
+        let valid = every_message().encode_to_vec();
+        assert!(agrees_with_prost(&valid));
+        assert!(agrees_with_prost(&sample().encode_to_vec()));
+        let routing = |traces: TracesData| {
+            Checked::new(traces.encode_to_vec().into())
+                .unwrap()
+                .routing()
+                .clone()
+        };
+        assert_eq!(
+            routing(sample()),
+            Routing {
+                spans: 3,
+                session: Some("s1".into()),
+                header_names: vec![],
+            }
+        );
+        // Span "b" names s1 itself; "c" takes its resource's s2.
+        assert_eq!(
+            routing(every_message()),
+            Routing {
+                spans: 3,
+                session: None,
+                header_names: vec!["authorization".into(), "set-cookie".into()],
+            }
+        );
+        assert!(agrees_with_prost(&[]));
+
+        // Random corruptions (a fixed xorshift sequence, so a failure reproduces).
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut body = valid.clone();
+            for _ in 0..1 + random(3) {
+                let at = random(body.len());
+                match random(4) {
+                    0 => body[at] = random(256) as u8,
+                    1 => body[at] ^= 1 << random(8),
+                    2 => body.insert(at, random(256) as u8),
+                    _ => drop(body.remove(at)),
+                }
+            }
+            if agrees_with_prost(&body) {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(
+            accepted > 1_000 && refused > 1_000,
+            "{accepted} / {refused}"
+        );
+
+        // Nesting around prost's recursion limit: arrays in arrays in a span attribute.
+        let nested = |depth: usize| {
+            let mut value = AnyValue::default();
+            for _ in 0..depth {
+                value = AnyValue {
+                    value: Some(AnyValueKind::ArrayValue(ArrayValue {
+                        values: vec![value],
+                    })),
+                };
+            }
+            let mut traces = sample();
+            traces.resource_spans[0].scope_spans[0].spans[0].attributes = vec![KeyValue {
+                key: "deep".into(),
+                value: Some(value),
+                ..KeyValue::default()
+            }];
+            traces.encode_to_vec()
+        };
+        let decodes: Vec<bool> = (40..55)
+            .map(|depth| agrees_with_prost(&nested(depth)))
+            .collect();
+        assert!(decodes.contains(&true) && decodes.contains(&false));
+
+        // Unknown fields: groups nested around the limit, varints at 64 bits, keys past u32.
+        let group = |depth: u32| {
+            let mut body = valid.clone();
+            body.extend((0..depth).flat_map(|_| [0xa3, 0x06])); // start group 100
+            body.extend((0..depth).flat_map(|_| [0xa4, 0x06])); // end group 100
+            body
+        };
+        for depth in [1, 2, 99, 100, 101, 150] {
+            agrees_with_prost(&group(depth));
+        }
+        assert!(!agrees_with_prost(&group(101)));
+        for body in [
+            &[
+                0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ][..],
+            &[
+                0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+            ][..],
+            &[0xf8, 0xff, 0xff, 0xff, 0x0f, 0x00][..],
+            &[0xf8, 0xff, 0xff, 0xff, 0x1f, 0x00][..],
+            &[0xa3, 0x06, 0xac, 0x06][..],
+            &[0xa4, 0x06][..],
+            &[0x16][..],
+        ] {
+            agrees_with_prost(body);
+        }
+    }
+
     /// Every cut of a valid body and a few corruptions are refused with a reason, never a panic.
     #[test]
     fn malformed_bodies_are_refused() {
@@ -321,7 +921,7 @@ mod tests {
             }
         }
         for (body, reason) in [
-            (&b"{\"resourceSpans\":[]}"[..], "wire type 3"),
+            (&b"{\"resourceSpans\":[]}"[..], "overruns"),
             (&[0x0a, 0x05, 0x01][..], "overruns"),
             (&[0x08, 0x80][..], "truncated varint"),
             (&[0x0a, 0x02, 0x12, 0x00, 0xff][..], "truncated varint"),

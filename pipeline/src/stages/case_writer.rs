@@ -1,6 +1,6 @@
 //! Case writer: appends accepted spans to their capture session's buffer; the innermost stage.
 
-use crate::record::{Enriched, ExportOutcome, Outcome, PipelineError};
+use crate::record::{Enriched, ExportOutcome, Outcome, PipelineError, Spans};
 use crate::session::Stats;
 use bytes::Bytes;
 use prost::Message as _;
@@ -45,19 +45,19 @@ impl Service<Enriched> for CaseWriter {
             let session = &batch.session;
             let Some(buffer) = &session.capture else {
                 // Replay and generate sessions accept spans without keeping them.
-                accepted += batch.spans as u64;
+                accepted += batch.count as u64;
                 continue;
             };
             // Copied, not shared: the request's bytes can be a slice of the server's read buffer,
             // and keeping the slice would keep the whole buffer (8 KiB for a one-span export).
-            let encoded = match batch.wire {
-                Some(wire) => Bytes::copy_from_slice(&wire),
-                None => batch.traces.encode_to_vec().into(),
+            let encoded = match batch.spans {
+                Spans::Wire(body) => Bytes::copy_from_slice(body.as_bytes()),
+                Spans::Decoded(traces) => traces.encode_to_vec().into(),
             };
-            match buffer.push(encoded, batch.spans) {
+            match buffer.push(encoded, batch.count) {
                 Ok(()) => {
-                    accepted += batch.spans as u64;
-                    Stats::add(&session.stats.extracted_spans, batch.spans as u64);
+                    accepted += batch.count as u64;
+                    Stats::add(&session.stats.extracted_spans, batch.count as u64);
                 }
                 Err(full) => {
                     refused.buffer_full += full.spans as u64;

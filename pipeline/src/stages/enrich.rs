@@ -2,7 +2,8 @@
 
 use crate::otlp::SpanView;
 use crate::record::{
-    Enriched, InjectOutcome, Outcome, PipelineError, Record, SessionBatch, SessionBatches,
+    Enriched, InjectOutcome, Outcome, PipelineError, Record, Refused, SessionBatch, SessionBatches,
+    Spans,
 };
 use crate::session::Session;
 use crate::store::SessionStore;
@@ -76,24 +77,46 @@ where
                     }))),
                 }
             }
-            Record::Export(batch) => {
-                let mut batches = group_by_session(&self.store, batch.traces);
-                batches.encoding = Some(batch.encoding);
-                if let [only] = batches.batches.as_mut_slice()
-                    && batches.refused.total() == 0
-                {
-                    only.wire = batch.wire;
+            Record::Export(batch) => match group(&self.store, batch.spans) {
+                Ok(mut batches) => {
+                    batches.encoding = Some(batch.encoding);
+                    self.inner.call(Enriched::Export(batches))
                 }
-                self.inner.call(Enriched::Export(batches))
-            }
+                Err(err) => ready(Err(err)),
+            },
         }
     }
+}
+
+/// Groups an export's spans by session. A protobuf batch whose spans all name the same live
+/// session stays as received; any other is decoded and split.
+fn group(store: &SessionStore, spans: Spans) -> Result<SessionBatches, PipelineError> {
+    let traces = match spans {
+        Spans::Decoded(traces) => traces,
+        Spans::Wire(body) => {
+            let routing = body.routing();
+            if let Some(session) = routing.session.as_deref().and_then(|id| store.get(id).ok()) {
+                let count = routing.spans;
+                return Ok(SessionBatches {
+                    batches: vec![SessionBatch {
+                        session,
+                        spans: Spans::Wire(body),
+                        count,
+                    }],
+                    ..SessionBatches::default()
+                });
+            }
+            body.decode()?
+        }
+    };
+    Ok(group_by_session(store, traces))
 }
 
 /// Splits `traces` by the session of each span, keeping resources and scopes, in arrival order.
 /// Spans without a live session are counted as refused.
 pub(crate) fn group_by_session(store: &SessionStore, traces: TracesData) -> SessionBatches {
-    let mut out = SessionBatches::default();
+    let mut refused = Refused::default();
+    let mut groups: Vec<Group> = Vec::new();
     let mut sessions: Vec<(String, Option<Arc<Session>>)> = Vec::new();
     let mut lookup = |id: &str| -> Option<Arc<Session>> {
         if let Some((_, session)) = sessions.iter().find(|(known, _)| known == id) {
@@ -126,41 +149,53 @@ pub(crate) fn group_by_session(store: &SessionStore, traces: TracesData) -> Sess
                     .session()
                     .map(str::to_owned)
                 else {
-                    out.refused.no_session += 1;
+                    refused.no_session += 1;
                     continue;
                 };
                 let Some(session) = lookup(&id) else {
-                    out.refused.unknown_session += 1;
+                    refused.unknown_session += 1;
                     continue;
                 };
-                let batch = batch_for(&mut out.batches, &session);
-                append_span(batch, &origin, span);
+                let group = group_for(&mut groups, &session);
+                append_span(&mut group.traces, &origin, span);
+                group.count += 1;
             }
         }
     }
-    out
+    SessionBatches {
+        batches: groups
+            .into_iter()
+            .map(|group| SessionBatch {
+                session: group.session,
+                spans: Spans::Decoded(group.traces),
+                count: group.count,
+            })
+            .collect(),
+        refused,
+        encoding: None,
+    }
 }
 
-fn batch_for<'a>(
-    batches: &'a mut Vec<SessionBatch>,
-    session: &Arc<Session>,
-) -> &'a mut SessionBatch {
-    let index = match batches
-        .iter()
-        .position(|b| Arc::ptr_eq(&b.session, session))
-    {
+/// One session's spans while a batch is split.
+struct Group {
+    session: Arc<Session>,
+    traces: TracesData,
+    count: usize,
+}
+
+fn group_for<'a>(groups: &'a mut Vec<Group>, session: &Arc<Session>) -> &'a mut Group {
+    let index = match groups.iter().position(|g| Arc::ptr_eq(&g.session, session)) {
         Some(index) => index,
         None => {
-            batches.push(SessionBatch {
+            groups.push(Group {
                 session: session.clone(),
                 traces: TracesData::default(),
-                wire: None,
-                spans: 0,
+                count: 0,
             });
-            batches.len() - 1
+            groups.len() - 1
         }
     };
-    &mut batches[index]
+    &mut groups[index]
 }
 
 /// Where a span came from in its batch.
@@ -173,19 +208,19 @@ struct Origin<'a> {
 
 /// Appends `span` under the same resource and scope it arrived with, reusing the batch's last
 /// resource/scope entry when it is the same one.
-fn append_span(batch: &mut SessionBatch, origin: &Origin<'_>, span: Span) {
-    let same_resource =
-        batch.traces.resource_spans.last().is_some_and(|rs| {
-            rs.resource == *origin.resource && rs.schema_url == origin.schema_url
-        });
+fn append_span(traces: &mut TracesData, origin: &Origin<'_>, span: Span) {
+    let same_resource = traces
+        .resource_spans
+        .last()
+        .is_some_and(|rs| rs.resource == *origin.resource && rs.schema_url == origin.schema_url);
     if !same_resource {
-        batch.traces.resource_spans.push(ResourceSpans {
+        traces.resource_spans.push(ResourceSpans {
             resource: origin.resource.clone(),
             scope_spans: Vec::new(),
             schema_url: origin.schema_url.to_owned(),
         });
     }
-    let Some(rs) = batch.traces.resource_spans.last_mut() else {
+    let Some(rs) = traces.resource_spans.last_mut() else {
         return;
     };
     let same_scope = rs
@@ -201,6 +236,5 @@ fn append_span(batch: &mut SessionBatch, origin: &Origin<'_>, span: Span) {
     }
     if let Some(ss) = rs.scope_spans.last_mut() {
         ss.spans.push(span);
-        batch.spans += 1;
     }
 }

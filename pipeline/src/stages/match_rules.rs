@@ -1,12 +1,11 @@
 //! Rule matcher: decides inject lookups from the session snapshot; redacts exported spans.
 
 use crate::matcher::{Decision, STRICT_MISS_MESSAGE, decide};
-use crate::otlp::{HitResponse, keys};
-use crate::record::{Enriched, InjectLookup, InjectOutcome, Outcome, PipelineError};
+use crate::otlp::{DecodeError, HitResponse, header_name};
+use crate::record::{Enriched, InjectLookup, InjectOutcome, Outcome, PipelineError, Spans};
 use crate::rules::Body;
 use crate::session::{Session, Stats};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
-use opentelemetry_proto::tonic::trace::v1::TracesData;
 use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -120,37 +119,49 @@ fn answer_inject(lookup: &InjectLookup, session: &Session) -> InjectOutcome {
     }
 }
 
-/// Replaces the values of sensitive header attributes; says whether any value changed.
-fn redact(traces: &mut TracesData, names: &[String], extra: &[String]) -> bool {
-    let sensitive = |name: &str| {
-        names
+/// The header names whose values one session's captured spans never keep: the runtime's
+/// (`--redact-header` and the defaults) and the session policy's `redactHeaders`.
+struct Redaction<'a> {
+    names: &'a [String],
+    policy: &'a [String],
+}
+
+impl Redaction<'_> {
+    /// Whether values of header `name` are redacted.
+    fn covers(&self, name: &str) -> bool {
+        self.names
             .iter()
-            .chain(extra)
+            .chain(self.policy)
             .any(|n| n.eq_ignore_ascii_case(name))
-    };
-    let spans = traces
-        .resource_spans
-        .iter_mut()
-        .flat_map(|rs| rs.scope_spans.iter_mut())
-        .flat_map(|ss| ss.spans.iter_mut());
-    let mut changed = false;
-    for span in spans {
-        for kv in &mut span.attributes {
-            let name = kv
-                .key
-                .strip_prefix(keys::REQUEST_HEADER_PREFIX)
-                .or_else(|| kv.key.strip_prefix(keys::RESPONSE_HEADER_PREFIX));
-            if name.is_some_and(sensitive)
+    }
+
+    /// Redacts `spans`. A protobuf body is decoded only when it has a header to redact.
+    fn apply(&self, spans: &mut Spans) -> Result<(), DecodeError> {
+        if let Spans::Wire(body) = spans {
+            if !body.routing().header_names.iter().any(|n| self.covers(n)) {
+                return Ok(());
+            }
+            *spans = Spans::Decoded(body.decode()?);
+        }
+        let Spans::Decoded(traces) = spans else {
+            return Ok(());
+        };
+        let attributes = traces
+            .resource_spans
+            .iter_mut()
+            .flat_map(|rs| rs.scope_spans.iter_mut())
+            .flat_map(|ss| ss.spans.iter_mut())
+            .flat_map(|span| span.attributes.iter_mut());
+        for kv in attributes {
+            if header_name(&kv.key).is_some_and(|name| self.covers(name))
                 && let Some(AnyValueKind::StringValue(value)) =
                     kv.value.as_mut().and_then(|v| v.value.as_mut())
-                && value != REDACTED
             {
                 REDACTED.clone_into(value);
-                changed = true;
             }
         }
+        Ok(())
     }
-    changed
 }
 
 impl<S> Service<Enriched> for MatchRules<S>
@@ -178,13 +189,15 @@ where
             Enriched::Export(mut batches) => {
                 for batch in &mut batches.batches {
                     let snapshot = batch.session.snapshot_guard();
-                    let extra = snapshot
-                        .policy
-                        .as_ref()
-                        .map_or(&[][..], |p| &p.parsed.redact_headers[..]);
-                    if redact(&mut batch.traces, &self.config.redact_headers, extra) {
-                        // The bytes as received still hold the secrets.
-                        batch.wire = None;
+                    let redaction = Redaction {
+                        names: &self.config.redact_headers,
+                        policy: snapshot
+                            .policy
+                            .as_ref()
+                            .map_or(&[][..], |p| &p.parsed.redact_headers[..]),
+                    };
+                    if let Err(err) = redaction.apply(&mut batch.spans) {
+                        return ready(Err(err.into()));
                     }
                 }
                 self.inner.call(Enriched::Export(batches))

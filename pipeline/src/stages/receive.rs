@@ -1,8 +1,10 @@
 //! Receiver: turns OTLP/HTTP bodies and gRPC messages into pipeline records, decoding once.
 
 use crate::otlp::{self, Encoding, SpanView};
-use crate::record::{ExportBatch, InjectLookup, Outcome, PipelineError, Received, Record, Signal};
-use crate::wire;
+use crate::record::{
+    ExportBatch, InjectLookup, Outcome, PipelineError, Received, Record, Signal, Spans,
+};
+use crate::wire::{self, Checked};
 use bytes::Bytes;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
@@ -64,8 +66,7 @@ impl<S> Receive<S> {
                         Encoding::Protobuf,
                     )?),
                     Signal::Export => Record::Export(ExportBatch {
-                        traces,
-                        wire: None,
+                        spans: Spans::Decoded(traces),
                         encoding: Encoding::Protobuf,
                     }),
                 });
@@ -106,9 +107,13 @@ impl<S> Receive<S> {
             }
             // OTLP/HTTP answers in the request's encoding.
             Signal::Export => Record::Export(ExportBatch {
-                traces: otlp::decode_traces(bytes, declared)?,
-                wire: (declared == Some(Encoding::Protobuf))
-                    .then(|| inflated.map_or_else(|| body.clone(), Bytes::from)),
+                spans: if declared == Some(Encoding::Protobuf) {
+                    Spans::Wire(Checked::new(
+                        inflated.map_or_else(|| body.clone(), Bytes::from),
+                    )?)
+                } else {
+                    Spans::Decoded(otlp::decode_traces(bytes, declared)?)
+                },
                 encoding: declared.unwrap_or(if wants_json {
                     Encoding::Json
                 } else {
