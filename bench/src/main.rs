@@ -79,7 +79,8 @@ struct Args {
     /// Most HTTP/1.1 keep-alive connections per target.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Slices each fixed-rate window is cut into, taken in turn across the scenarios compared.
+    /// Slices each compared window (fixed-rate and closed-loop) is cut into, taken in turn
+    /// across the scenarios compared.
     #[arg(long, default_value_t = 8)]
     slices: usize,
     /// Run only these parts (comma-separated), e.g. `--only inject` while working on the
@@ -526,10 +527,20 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Fixed-rate runs of several scenarios whose latencies are compared: the measured window of
-/// each is cut into `--slices` slices taken in turn, so a burst of noise on this shared machine
-/// lands on all of them alike instead of on whichever scenario happened to be running.
-async fn interleaved(args: &Args, calls: &[(&'static str, Arc<Call>)], rate: f64) -> Vec<Sample> {
+/// Runs of several scenarios that are compared with each other (latencies at a fixed rate,
+/// or maximum throughput): the measured window of each is cut into `--slices` slices taken in
+/// turn, so a burst of noise on this shared machine lands on all of them alike instead of on
+/// whichever scenario happened to be running. `run` measures one call for one slice, given its
+/// warm-up and window.
+async fn interleaved<F, Fut>(
+    args: &Args,
+    calls: &[(&'static str, Arc<Call>)],
+    run: F,
+) -> Vec<Sample>
+where
+    F: Fn(Arc<Call>, Duration, Duration) -> Fut,
+    Fut: std::future::Future<Output = Sample>,
+{
     let slices = args.slices.max(1);
     let mut merged: Vec<Option<Sample>> = calls.iter().map(|_| None).collect();
     for slice in 0..slices {
@@ -539,8 +550,7 @@ async fn interleaved(args: &Args, calls: &[(&'static str, Arc<Call>)], rate: f64
             } else {
                 Duration::ZERO
             };
-            let sample =
-                load::fixed_rate(call.clone(), rate, warmup, args.measure() / slices as u32).await;
+            let sample = run(call.clone(), warmup, args.measure() / slices as u32).await;
             match total {
                 Some(total) => total.merge(sample),
                 None => *total = Some(sample),
@@ -550,6 +560,18 @@ async fn interleaved(args: &Args, calls: &[(&'static str, Arc<Call>)], rate: f64
     merged.into_iter().flatten().collect()
 }
 
+/// [`interleaved`] at a fixed arrival rate.
+async fn interleaved_at(
+    args: &Args,
+    calls: &[(&'static str, Arc<Call>)],
+    rate: f64,
+) -> Vec<Sample> {
+    interleaved(args, calls, |call, warmup, window| {
+        load::fixed_rate(call, rate, warmup, window)
+    })
+    .await
+}
+
 async fn inject_part(args: &Args, calls: &[(&'static str, Arc<Call>)], report: &mut Report) {
     eprintln!(
         "inject: fixed-rate ladder and closed-loop maximum, {} reps",
@@ -557,19 +579,16 @@ async fn inject_part(args: &Args, calls: &[(&'static str, Arc<Call>)], report: &
     );
     for rep in 0..args.reps {
         for &rate in &args.rates {
-            let samples = interleaved(args, calls, rate).await;
+            let samples = interleaved_at(args, calls, rate).await;
             for ((name, _), sample) in calls.iter().zip(samples) {
                 report.add(Row::rate(name, rate), rep, sample);
             }
         }
-        for (name, call) in calls {
-            let sample = load::closed_loop(
-                call.clone(),
-                args.concurrency,
-                args.warmup(),
-                args.measure(),
-            )
-            .await;
+        let samples = interleaved(args, calls, |call, warmup, window| {
+            load::closed_loop(call, args.concurrency, warmup, window)
+        })
+        .await;
+        for ((name, _), sample) in calls.iter().zip(samples) {
             report.add(Row::max(name), rep, sample);
         }
     }
@@ -625,7 +644,7 @@ async fn scaling_part(
         (report::MANY_RULES, big_call),
     ];
     for rep in 0..args.reps {
-        let samples = interleaved(args, &pair, args.scale_rate).await;
+        let samples = interleaved_at(args, &pair, args.scale_rate).await;
         for ((name, _), sample) in pair.iter().zip(samples) {
             report.add(Row::scale(name), rep, sample);
         }
