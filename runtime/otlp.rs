@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;
-use softprobe_pipeline::otlp::{DecodeError, Encoding, encode_traces, hit_traces};
+use softprobe_pipeline::otlp::{DecodeError, Encoding, hit_traces};
 use softprobe_pipeline::record::{
     ExportOutcome, InjectOutcome, Outcome, PipelineError, Received, Signal,
 };
@@ -115,7 +115,7 @@ pub async fn inject_http(State(state): State<AppState>, request: Request) -> Res
         Ok(Outcome::Inject(InjectOutcome::Hit { hit, encoding })) => {
             let body = match encoding {
                 Encoding::Protobuf => hit.encode_protobuf(),
-                Encoding::Json => encode_traces(&hit_traces(&hit), encoding),
+                Encoding::Json => hit.encode_json(),
             };
             (
                 StatusCode::OK,

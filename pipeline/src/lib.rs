@@ -6,6 +6,7 @@ pub mod case;
 pub mod document;
 pub mod fixtures;
 pub mod json_path;
+pub mod json_view;
 pub mod matcher;
 pub mod otlp;
 pub mod policy;

@@ -541,6 +541,42 @@ impl HitResponse {
     }
 }
 
+impl HitResponse {
+    /// The hit span as OTLP JSON, written directly: `hit_traces(self)` with the default fields
+    /// left out (as OTLP JSON allows) and 64-bit integers as strings. Its decoding equals
+    /// `hit_traces(self)`.
+    pub fn encode_json(&self) -> Vec<u8> {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"#);
+        string(&mut out, HIT_SPAN_NAME);
+        out.extend_from_slice(br#","attributes":["#);
+        let mut first = true;
+        self.each_attribute(|key, value| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.extend_from_slice(br#"{"key":"#);
+            string(&mut out, key);
+            match value {
+                HitValue::Str(s) => {
+                    out.extend_from_slice(br#","value":{"stringValue":"#);
+                    string(&mut out, s);
+                }
+                HitValue::Int(i) => {
+                    out.extend_from_slice(format!(r#","value":{{"intValue":"{i}""#).as_bytes());
+                }
+            }
+            out.extend_from_slice(b"}}");
+        });
+        out.extend_from_slice(b"]}]}]}]}");
+        out
+    }
+}
+
 /// The `TracesData` of a hit: one span named `softprobe.inject` carrying the response (see
 /// [`HitResponse::each_attribute`] for the attributes).
 pub fn hit_traces(hit: &HitResponse) -> TracesData {
@@ -564,15 +600,6 @@ pub fn hit_traces(hit: &HitResponse) -> TracesData {
             }],
             ..ResourceSpans::default()
         }],
-    }
-}
-
-/// Encodes traces in the given encoding.
-pub fn encode_traces(traces: &TracesData, encoding: Encoding) -> Vec<u8> {
-    match encoding {
-        Encoding::Protobuf => traces.encode_to_vec(),
-        // Serializing generated types to JSON cannot fail (no maps with non-string keys).
-        Encoding::Json => serde_json::to_vec(traces).unwrap_or_default(),
     }
 }
 
@@ -665,7 +692,8 @@ mod tests {
         assert_eq!(decode_traces(INJECT_JSON.as_bytes(), None).unwrap(), traces);
     }
 
-    /// The hit written directly is byte for byte the hit message prost encodes.
+    /// The hit written directly is byte for byte the hit message prost encodes, and its JSON
+    /// decodes to that message.
     #[test]
     fn hit_protobuf_is_the_hit_message() {
         let long = "x".repeat(300);
@@ -675,6 +703,7 @@ mod tests {
                 headers: vec![
                     ("content-type".into(), "application/json".into()),
                     ("x-long".into(), long.clone()),
+                    ("x-escapes".into(), "tab\t \"quoted\" \\ \u{1} ü".into()),
                 ],
                 body: Body::Text(format!("{{\"a\":\"{long}\"}}")),
                 decision: "mock",
@@ -706,6 +735,13 @@ mod tests {
                 hit.encode_protobuf(),
                 hit_traces(hit).encode_to_vec(),
                 "{hit:?}"
+            );
+            let json = hit.encode_json();
+            assert_eq!(
+                decode_traces(&json, Some(Encoding::Json)),
+                Ok(hit_traces(hit)),
+                "{}",
+                String::from_utf8_lossy(&json)
             );
         }
     }
@@ -762,12 +798,7 @@ mod tests {
             layer: "session",
             revision: 7,
         };
-        let traces = hit_traces(&hit);
-        let back = decode_traces(
-            &encode_traces(&traces, Encoding::Json),
-            Some(Encoding::Json),
-        )
-        .unwrap();
+        let back = decode_traces(&hit.encode_json(), Some(Encoding::Json)).unwrap();
         let span = &back.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(span.attributes[0].key, keys::RESPONSE_STATUS);
         let attrs = SpanView::of(span, None).attributes;

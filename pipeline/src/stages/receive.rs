@@ -1,5 +1,7 @@
-//! Receiver: turns OTLP/HTTP bodies and gRPC messages into pipeline records, decoding once.
+//! Receiver: turns OTLP/HTTP bodies and gRPC messages into pipeline records, reading each once
+//! (a protobuf export batch is checked and routed in place, not decoded: see `wire::Checked`).
 
+use crate::json_view;
 use crate::otlp::{self, Encoding, SpanView};
 use crate::record::{
     ExportBatch, InjectLookup, Outcome, PipelineError, Received, Record, Signal, Spans,
@@ -90,18 +92,20 @@ impl<S> Receive<S> {
                 } else {
                     Encoding::Protobuf
                 };
-                // Protobuf is read in place; JSON (or a body that is not protobuf) is decoded.
-                let in_place = match declared {
-                    Some(Encoding::Json) => None,
-                    Some(Encoding::Protobuf) => Some(wire::spans(bytes)?),
-                    None => wire::spans(bytes).ok(),
-                };
-                let lookup = match in_place {
-                    Some(spans) => inject_lookup(spans, answer)?,
-                    None => inject_lookup(
-                        otlp::span_views(&otlp::decode_traces(bytes, declared)?),
-                        answer,
-                    )?,
+                // Read in place, declared protobuf or JSON alike; a body without a declared
+                // type that does not read as protobuf is decoded as either.
+                let lookup = match declared {
+                    Some(Encoding::Json) => {
+                        inject_lookup(json_view::traces(bytes)?.spans()?, answer)?
+                    }
+                    Some(Encoding::Protobuf) => inject_lookup(wire::spans(bytes)?, answer)?,
+                    None => match wire::spans(bytes) {
+                        Ok(spans) => inject_lookup(spans, answer)?,
+                        Err(_) => inject_lookup(
+                            otlp::span_views(&otlp::decode_traces(bytes, None)?),
+                            answer,
+                        )?,
+                    },
                 };
                 Record::Inject(lookup)
             }

@@ -1,0 +1,239 @@
+//! OTLP JSON read for an inject lookup: only the fields a lookup reads, borrowed from the body
+//! unless an escape forces a copy.
+//!
+//! Decoding the whole body into `TracesData` (through opentelemetry-proto's serde, which
+//! buffers every attribute value on the way) was most of a JSON inject's CPU. As with
+//! [`crate::wire::spans`] for protobuf, the fields read are type-checked and the rest only has
+//! to be well-formed JSON.
+
+use crate::otlp::{AttrRef, Attributes, DecodeError, SpanView};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// The parts of an OTLP JSON `TracesData` (or `ExportTraceServiceRequest`) a lookup reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Traces<'a> {
+    #[serde(default, borrow)]
+    resource_spans: Option<Vec<ResourceSpans<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceSpans<'a> {
+    #[serde(default, borrow)]
+    resource: Option<Resource<'a>>,
+    #[serde(default, borrow)]
+    scope_spans: Option<Vec<ScopeSpans<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Resource<'a> {
+    #[serde(default, borrow)]
+    attributes: Option<Vec<KeyValue<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ScopeSpans<'a> {
+    #[serde(default, borrow)]
+    spans: Option<Vec<Span<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Span<'a> {
+    #[serde(default, borrow)]
+    trace_state: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    attributes: Option<Vec<KeyValue<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyValue<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(default, borrow)]
+    value: Option<AnyValue<'a>>,
+}
+
+/// An attribute value; arrays, maps and bytes are skipped, not read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyValue<'a> {
+    #[serde(default, borrow)]
+    string_value: Option<Cow<'a, str>>,
+    #[serde(default)]
+    bool_value: Option<bool>,
+    /// A number, or (as OTLP JSON writes 64-bit integers) a string holding one.
+    #[serde(default, borrow)]
+    int_value: Option<&'a RawValue>,
+    /// A number, or a string (`"NaN"`, `"Infinity"`, `"-Infinity"`).
+    #[serde(default, borrow)]
+    double_value: Option<&'a RawValue>,
+}
+
+/// Parses `body`.
+pub fn traces(body: &[u8]) -> Result<Traces<'_>, DecodeError> {
+    serde_json::from_slice(body)
+        .map_err(|err| DecodeError::Malformed(format!("invalid OTLP JSON: {err}")))
+}
+
+impl<'a> Traces<'a> {
+    /// The spans in order, each with its resource's attributes, as [`crate::wire::spans`]
+    /// reads them from protobuf.
+    pub fn spans(&'a self) -> Result<Vec<SpanView<'a>>, DecodeError> {
+        let mut views = Vec::new();
+        for resource_spans in self.resource_spans.iter().flatten() {
+            let resource = resource_spans
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.as_deref())
+                .unwrap_or_default();
+            let resource = attributes(resource)?;
+            let spans = resource_spans
+                .scope_spans
+                .iter()
+                .flatten()
+                .flat_map(|scope_spans| scope_spans.spans.iter().flatten());
+            for span in spans {
+                views.push(SpanView {
+                    attributes: attributes(span.attributes.as_deref().unwrap_or_default())?,
+                    resource: resource.clone(),
+                    trace_state: span.trace_state.as_deref().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(views)
+    }
+}
+
+fn attributes<'a>(key_values: &'a [KeyValue<'a>]) -> Result<Attributes<'a>, DecodeError> {
+    key_values
+        .iter()
+        .map(|kv| Ok((kv.key.as_ref(), value(kv)?)))
+        .collect::<Result<_, _>>()
+        .map(Attributes::Wire)
+}
+
+fn value<'a>(kv: &'a KeyValue<'a>) -> Result<AttrRef<'a>, DecodeError> {
+    let Some(value) = &kv.value else {
+        return Ok(AttrRef::Other);
+    };
+    // `"42"` or `42`: a string holding a number is read as the number.
+    let number = |raw: &'a RawValue| raw.get().trim_matches('"');
+    Ok(if let Some(s) = &value.string_value {
+        AttrRef::Str(s)
+    } else if let Some(b) = value.bool_value {
+        AttrRef::Bool(b)
+    } else if let Some(raw) = value.int_value {
+        AttrRef::Int(number(raw).parse().map_err(|_| {
+            DecodeError::Malformed(format!(
+                "invalid OTLP JSON: intValue of {:?} is not a 64-bit integer: {}",
+                kv.key,
+                raw.get()
+            ))
+        })?)
+    } else if let Some(raw) = value.double_value {
+        AttrRef::Double(number(raw).parse().map_err(|_| {
+            DecodeError::Malformed(format!(
+                "invalid OTLP JSON: doubleValue of {:?} is not a number: {}",
+                kv.key,
+                raw.get()
+            ))
+        })?)
+    } else {
+        AttrRef::Other
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::{Encoding, decode_traces, span_views};
+
+    const BODY: &str = r#"{"resourceSpans":[
+      {"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
+       "schemaUrl":"https://opentelemetry.io/schemas/1.26.0",
+       "scopeSpans":[{"scope":{"name":"proxy"},"spans":[
+        {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"051581bf3cb55c13","name":"/f","kind":3,
+         "traceState":"x-softprobe-session-id=sess_abc",
+         "status":{"code":1},
+         "events":[{"name":"e","attributes":[{"key":"k","value":{"stringValue":"v"}}]}],
+         "attributes":[
+          {"key":"sp.span.type","value":{"stringValue":"inject"}},
+          {"key":"url.path","value":{"stringValue":"/f?q=\"1\"&u=\u00fc"}},
+          {"key":"k\u00e9y","value":{"stringValue":""}},
+          {"key":"retries","value":{"intValue":"3"}},
+          {"key":"port","value":{"intValue":8080}},
+          {"key":"negative","value":{"intValue":"-9223372036854775808"}},
+          {"key":"ratio","value":{"doubleValue":0.25}},
+          {"key":"cached","value":{"boolValue":true}},
+          {"key":"list","value":{"arrayValue":{"values":[{"stringValue":"a"}]}}},
+          {"key":"map","value":{"kvlistValue":{"values":[]}}},
+          {"key":"raw","value":{"bytesValue":"AP8="}},
+          {"key":"unset","value":{}}]}]}]},
+      {"scopeSpans":[{"spans":[{"attributes":[]},{}]}]}]}"#;
+
+    /// Every span reads as the fully decoded body reads.
+    #[test]
+    fn reads_what_the_full_decoding_reads() {
+        let parsed = traces(BODY.as_bytes()).unwrap();
+        let read = parsed.spans().unwrap();
+        let decoded = decode_traces(BODY.as_bytes(), Some(Encoding::Json)).unwrap();
+        let decoded = span_views(&decoded);
+        assert_eq!(read.len(), 3);
+        for (read, decoded) in read.iter().zip(&decoded) {
+            assert_eq!(
+                read.attributes.iter().collect::<Vec<_>>(),
+                decoded.attributes.iter().collect::<Vec<_>>()
+            );
+            assert_eq!(
+                read.resource.iter().collect::<Vec<_>>(),
+                decoded.resource.iter().collect::<Vec<_>>()
+            );
+            assert_eq!(read.trace_state, decoded.trace_state);
+        }
+        let first: Vec<_> = read[0].attributes.iter().collect();
+        assert_eq!(first[1], ("url.path", AttrRef::Str("/f?q=\"1\"&u=ü")));
+        assert_eq!(first[2], ("kéy", AttrRef::Str("")));
+        assert_eq!(first[3], ("retries", AttrRef::Int(3)));
+        assert_eq!(first[4], ("port", AttrRef::Int(8080)));
+        assert_eq!(first[5], ("negative", AttrRef::Int(i64::MIN)));
+        assert_eq!(first[6], ("ratio", AttrRef::Double(0.25)));
+        assert_eq!(first[7], ("cached", AttrRef::Bool(true)));
+        assert!(first[8..].iter().all(|(_, v)| *v == AttrRef::Other));
+        assert_eq!(read[0].session(), Some("sess_abc"));
+        // Absent and null levels read as empty.
+        let empty = traces(br#"{"resourceSpans":null}"#).unwrap();
+        assert!(empty.spans().unwrap().is_empty());
+        assert!(traces(b"{}").unwrap().spans().unwrap().is_empty());
+    }
+
+    /// What is not JSON, and a field read with the wrong type, are refused with a reason.
+    #[test]
+    fn bad_bodies_say_why() {
+        for (body, reason) in [
+            (&b"{not json"[..], "invalid OTLP JSON: key must be a string"),
+            (br#"{"resourceSpans":{}}"#, "invalid type: map, expected a sequence"),
+            (
+                br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":{"stringValue":5}}]}]}]}]}"#,
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"value":{}}]}]}]}]}"#,
+                "missing field `key`",
+            ),
+        ] {
+            let err = traces(body).unwrap_err().to_string();
+            assert!(err.contains(reason), "{err}");
+        }
+        let bad_int = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"n","value":{"intValue":"3x"}}]}]}]}]}"#;
+        let parsed = traces(bad_int).unwrap();
+        let err = parsed.spans().unwrap_err().to_string();
+        assert!(
+            err.contains("intValue of \"n\" is not a 64-bit integer: \"3x\""),
+            "{err}"
+        );
+    }
+}
