@@ -244,7 +244,7 @@ impl<'a> AttrRef<'a> {
 }
 
 /// Span or resource attributes: of a decoded message, or read in place from protobuf bytes
-/// ([`crate::wire`]).
+/// ([`crate::wire`]). Equal when they hold the same attributes in the same order, however read.
 #[derive(Debug, Clone)]
 pub enum Attributes<'a> {
     /// Attributes of a decoded span or resource.
@@ -278,6 +278,12 @@ impl<'a> Attributes<'a> {
     }
 }
 
+impl PartialEq for Attributes<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
 /// The header name an attribute key records (`http.request.header.<name>`,
 /// `http.response.header.<name>`), if it records one.
 pub fn header_name(key: &str) -> Option<&str> {
@@ -300,7 +306,7 @@ pub(crate) fn session_of<'a>(
 
 /// What routing and matching read from one span: its attributes, its resource's, and its W3C
 /// trace state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpanView<'a> {
     /// The span's attributes.
     pub attributes: Attributes<'a>,
