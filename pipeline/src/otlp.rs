@@ -243,13 +243,14 @@ impl<'a> AttrRef<'a> {
     }
 }
 
-/// Span or resource attributes: of a decoded message, or read in place from protobuf bytes
-/// ([`crate::wire`]). Equal when they hold the same attributes in the same order, however read.
+/// Span or resource attributes: of a decoded message, or read in place from the body. Equal
+/// when they hold the same attributes in the same order, however read.
 #[derive(Debug, Clone)]
 pub enum Attributes<'a> {
     /// Attributes of a decoded span or resource.
     Decoded(&'a [KeyValue]),
-    /// Attributes borrowed from the protobuf body.
+    /// Attributes read in place, borrowed from a protobuf ([`crate::wire`]) or JSON
+    /// ([`crate::json_view`]) body.
     Wire(Vec<(&'a str, AttrRef<'a>)>),
 }
 
@@ -545,13 +546,12 @@ impl HitResponse {
         out.extend_from_slice(&span);
         out
     }
-}
 
-impl HitResponse {
     /// The hit span as OTLP JSON, written directly: `hit_traces(self)` with the default fields
     /// left out (as OTLP JSON allows) and 64-bit integers as strings. Its decoding equals
     /// `hit_traces(self)`.
     pub fn encode_json(&self) -> Vec<u8> {
+        use std::io::Write as _;
         fn string(out: &mut Vec<u8>, s: &str) {
             // Writing a string into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, s);
@@ -573,7 +573,8 @@ impl HitResponse {
                     string(&mut out, s);
                 }
                 HitValue::Int(i) => {
-                    out.extend_from_slice(format!(r#","value":{{"intValue":"{i}""#).as_bytes());
+                    // Writing into a Vec cannot fail.
+                    let _ = write!(out, r#","value":{{"intValue":"{i}""#);
                 }
             }
             out.extend_from_slice(b"}}");

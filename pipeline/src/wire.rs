@@ -77,37 +77,58 @@ fn route(body: &[u8]) -> Result<Routing, String> {
     // The first span's session, and whether every later span names the same.
     let mut first: Option<Option<&str>> = None;
     let mut uniform = true;
+    each_span(
+        body,
+        |resource_session: &mut Option<AttrRef<'_>>, key_value| {
+            if resource_session.is_none() && kv_key(key_value)? == keys::SESSION_ID.as_bytes() {
+                *resource_session = Some(attr_ref(kv_value(key_value)?)?);
+            }
+            Ok(())
+        },
+        |resource_session, span| {
+            let session = route_span(span, *resource_session, &mut routing.header_names)?;
+            routing.spans += 1;
+            match first {
+                None => first = Some(session),
+                Some(first) => uniform &= first == session,
+            }
+            Ok(())
+        },
+    )?;
+    routing.session = first.flatten().filter(|_| uniform).map(str::to_owned);
+    Ok(routing)
+}
+
+/// Walks the spans of a body in order. For each `ResourceSpans`, `resource_attribute` first
+/// folds every attribute of its resource (a repeated singular message merges, so every
+/// occurrence adds attributes) into a fresh `R`; then `span` gets that `R` and each span's bytes.
+fn each_span<'a, R: Default>(
+    body: &'a [u8],
+    mut resource_attribute: impl FnMut(&mut R, &'a [u8]) -> Result<(), String>,
+    mut span: impl FnMut(&R, &'a [u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    // TracesData.resource_spans = 1; ResourceSpans.resource = 1, scope_spans = 2;
+    // Resource.attributes = 1; ScopeSpans.spans = 2.
     for field in Fields::new(body) {
         let (1, value) = field? else { continue };
         let resource_spans = value.bytes("TracesData.resource_spans")?;
-        // As in `read_spans`: every occurrence of the resource adds attributes.
-        let mut resource_session = None;
+        let mut resource = R::default();
         for field in Fields::new(resource_spans) {
             let (1, value) = field? else { continue };
             for field in Fields::new(value.bytes("ResourceSpans.resource")?) {
                 let (1, value) = field? else { continue };
-                let key_value = value.bytes("Resource.attributes")?;
-                if resource_session.is_none() && kv_key(key_value)? == keys::SESSION_ID.as_bytes() {
-                    resource_session = Some(attr_ref(kv_value(key_value)?)?);
-                }
+                resource_attribute(&mut resource, value.bytes("Resource.attributes")?)?;
             }
         }
         for field in Fields::new(resource_spans) {
             let (2, value) = field? else { continue };
             for field in Fields::new(value.bytes("ResourceSpans.scope_spans")?) {
                 let (2, value) = field? else { continue };
-                let span = value.bytes("ScopeSpans.spans")?;
-                let session = route_span(span, resource_session, &mut routing.header_names)?;
-                routing.spans += 1;
-                match first {
-                    None => first = Some(session),
-                    Some(first) => uniform &= first == session,
-                }
+                span(&resource, value.bytes("ScopeSpans.spans")?)?;
             }
         }
     }
-    routing.session = first.flatten().filter(|_| uniform).map(str::to_owned);
-    Ok(routing)
+    Ok(())
 }
 
 /// One span's session (as [`SpanView::session`] reads it); adds header names not seen yet.
@@ -149,67 +170,37 @@ fn header_name(key: &[u8]) -> Option<&[u8]> {
 
 fn read_spans(body: &[u8]) -> Result<Vec<SpanView<'_>>, String> {
     let mut spans = Vec::new();
-    // TracesData.resource_spans = 1
-    for field in Fields::new(body) {
-        let (1, value) = field? else { continue };
-        let resource_spans = value.bytes("TracesData.resource_spans")?;
-        // ResourceSpans.resource = 1 (its attributes = 1), scope_spans = 2. A repeated
-        // singular message merges, so every occurrence adds attributes.
-        let mut resource = Vec::new();
-        for field in Fields::new(resource_spans) {
-            if let (1, value) = field? {
-                read_attributes(value.bytes("ResourceSpans.resource")?, &mut resource)?;
-            }
-        }
-        for field in Fields::new(resource_spans) {
-            let (2, value) = field? else { continue };
-            // ScopeSpans.spans = 2
-            for field in Fields::new(value.bytes("ResourceSpans.scope_spans")?) {
-                let (2, value) = field? else { continue };
-                let mut span = SpanView {
-                    attributes: Attributes::Wire(Vec::new()),
-                    resource: Attributes::Wire(resource.clone()),
-                    trace_state: "",
-                };
-                read_span(value.bytes("ScopeSpans.spans")?, &mut span)?;
-                spans.push(span);
-            }
-        }
-    }
+    each_span(body, read_key_value, |resource: &Vec<_>, span| {
+        spans.push(read_span(span, resource)?);
+        Ok(())
+    })?;
     Ok(spans)
 }
 
 /// Span.trace_state = 3, Span.attributes = 9.
-fn read_span<'a>(span: &'a [u8], view: &mut SpanView<'a>) -> Result<(), String> {
-    let mut attributes = Vec::new();
+fn read_span<'a>(
+    span: &'a [u8],
+    resource: &[(&'a str, AttrRef<'a>)],
+) -> Result<SpanView<'a>, String> {
+    let (mut attributes, mut trace_state) = (Vec::new(), "");
     for field in Fields::new(span) {
         match field? {
-            (3, value) => view.trace_state = value.text("Span.trace_state")?,
-            (9, value) => read_key_value(value.bytes("Span.attributes")?, &mut attributes)?,
+            (3, value) => trace_state = value.text("Span.trace_state")?,
+            (9, value) => read_key_value(&mut attributes, value.bytes("Span.attributes")?)?,
             _ => {}
         }
     }
-    view.attributes = Attributes::Wire(attributes);
-    Ok(())
-}
-
-/// Resource.attributes = 1.
-fn read_attributes<'a>(
-    resource: &'a [u8],
-    out: &mut Vec<(&'a str, AttrRef<'a>)>,
-) -> Result<(), String> {
-    for field in Fields::new(resource) {
-        if let (1, value) = field? {
-            read_key_value(value.bytes("Resource.attributes")?, out)?;
-        }
-    }
-    Ok(())
+    Ok(SpanView {
+        attributes: Attributes::Wire(attributes),
+        resource: Attributes::Wire(resource.to_vec()),
+        trace_state,
+    })
 }
 
 /// KeyValue.key = 1, KeyValue.value = 2 (an AnyValue).
 fn read_key_value<'a>(
-    key_value: &'a [u8],
     out: &mut Vec<(&'a str, AttrRef<'a>)>,
+    key_value: &'a [u8],
 ) -> Result<(), String> {
     let key = utf8(kv_key(key_value)?, "KeyValue.key")?;
     out.push((key, attr_ref(kv_value(key_value)?)?));
@@ -271,6 +262,10 @@ pub fn check(body: &[u8]) -> Result<(), DecodeError> {
     check_message(Message::TracesData, body, RECURSION_LIMIT).map_err(malformed)
 }
 
+fn nested_too_deeply() -> String {
+    format!("messages nested more than {RECURSION_LIMIT} levels deep (prost's limit)")
+}
+
 /// `budget` is prost's recursion count: entering a message spends one, and a message's fields
 /// (or an unknown field's skipped group) may only be read while some is left.
 fn check_message(message: Message, body: &[u8], budget: u32) -> Result<(), String> {
@@ -282,7 +277,7 @@ fn check_message(message: Message, body: &[u8], budget: u32) -> Result<(), Strin
                 _ => 0,
             };
             if budget <= depth {
-                return Err("messages nested too deeply".into());
+                return Err(nested_too_deeply());
             }
             continue;
         };
@@ -297,7 +292,7 @@ fn check_message(message: Message, body: &[u8], budget: u32) -> Result<(), Strin
             }
             (Kind::Message(inner), Field::Bytes(bytes)) => {
                 if budget == 0 {
-                    return Err("messages nested too deeply".into());
+                    return Err(nested_too_deeply());
                 }
                 check_message(inner, bytes, budget - 1)?;
             }
@@ -546,7 +541,7 @@ impl<'a> Fields<'a> {
             }
             depth = depth.max(open.len() as u32);
             if depth >= RECURSION_LIMIT {
-                return Err("groups nested too deeply".into());
+                return Err(nested_too_deeply());
             }
             if wire_type == 3 {
                 open.push(number);

@@ -6,6 +6,7 @@ use crate::record::{Enriched, InjectLookup, InjectOutcome, Outcome, PipelineErro
 use crate::rules::Body;
 use crate::session::{Session, Stats};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
 use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -137,15 +138,20 @@ impl Redaction<'_> {
 
     /// Redacts `spans`. A protobuf body is decoded only when it has a header to redact.
     fn apply(&self, spans: &mut Spans) -> Result<(), DecodeError> {
-        if let Spans::Wire(body) = spans {
-            if !body.routing().header_names.iter().any(|n| self.covers(n)) {
-                return Ok(());
+        match spans {
+            Spans::Decoded(traces) => self.redact(traces),
+            Spans::Wire(body) => {
+                if body.routing().header_names.iter().any(|n| self.covers(n)) {
+                    let mut traces = body.decode()?;
+                    self.redact(&mut traces);
+                    *spans = Spans::Decoded(traces);
+                }
             }
-            *spans = Spans::Decoded(body.decode()?);
         }
-        let Spans::Decoded(traces) = spans else {
-            return Ok(());
-        };
+        Ok(())
+    }
+
+    fn redact(&self, traces: &mut TracesData) {
         let attributes = traces
             .resource_spans
             .iter_mut()
@@ -160,7 +166,6 @@ impl Redaction<'_> {
                 REDACTED.clone_into(value);
             }
         }
-        Ok(())
     }
 }
 
