@@ -9,49 +9,63 @@
 //! method or exact path sit in the "any" buckets and are scanned.
 
 use crate::json_path::BodyJsonPredicate;
+use crate::otlp::{AttrRef, Attributes, keys};
 use crate::policy::Policy;
 use crate::rules::{Action, Consume, Direction, ErrorResponse, MockResponse, Rule, TagValue};
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// One HTTP hop as the proxy reports it, normalized once per inject.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Hop {
+/// One HTTP hop as the proxy reports it, borrowed from the inject span: an inject is answered
+/// and dropped within the request, so nothing is copied out of the body. Headers, body and
+/// trace tags are read from the span's attributes only when a rule asks for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hop<'a> {
     /// `inbound` or `outbound`, when the proxy said.
     pub direction: Option<Direction>,
     /// Service name (`sp.service.name`, else resource `service.name`).
-    pub service: String,
+    pub service: &'a str,
     /// Host as sent (`url.host`, else `:authority`/`host`), port included when present.
-    pub host: String,
+    pub host: &'a str,
     /// Method, upper-cased.
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// Path without the query string.
-    pub path: String,
+    pub path: &'a str,
     /// The query string without `?`, empty when absent.
-    pub query: String,
-    /// Request headers, names lower-cased, in arrival order.
-    pub headers: Vec<(String, String)>,
-    /// Request body as text, when the proxy sent one.
-    pub body: Option<String>,
-    /// Span attributes, for `traceTags`.
-    pub tags: Vec<(String, TagValue)>,
+    pub query: &'a str,
+    /// The span's attributes.
+    pub attributes: Attributes<'a>,
 }
 
-impl Hop {
-    /// Splits `path?query` into the hop's path and query.
-    pub fn set_path_and_query(&mut self, raw: &str) {
-        match raw.split_once('?') {
-            Some((path, query)) => {
-                self.path = path.to_owned();
-                self.query = query.to_owned();
+impl<'a> Hop<'a> {
+    /// Request headers (`http.request.header.<name>` attributes holding a string) in arrival
+    /// order, names as sent: compare them ignoring case.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.attributes.iter().filter_map(|(key, value)| {
+            let name = key.strip_prefix(keys::REQUEST_HEADER_PREFIX)?;
+            match value {
+                AttrRef::Str(value) => Some((name, value)),
+                _ => None,
             }
-            None => {
-                self.path = raw.to_owned();
-                self.query.clear();
-            }
+        })
+    }
+
+    /// The request body as text, when the proxy sent one. A body sent as base64 (no textual
+    /// content type) is text when its bytes are UTF-8.
+    pub fn body(&self) -> Option<Cow<'a, str>> {
+        let AttrRef::Str(body) = self.attributes.get(keys::REQUEST_BODY)? else {
+            return None;
+        };
+        if self.attributes.string(keys::REQUEST_BODY_ENCODING) != Some("base64") {
+            return Some(Cow::Borrowed(body));
         }
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .ok()?;
+        String::from_utf8(bytes).ok().map(Cow::Owned)
     }
 }
 
@@ -185,12 +199,12 @@ impl CompiledRule {
         }
     }
 
-    fn matches(&self, hop: &Hop, body: &LazyJson<'_>) -> bool {
+    fn matches(&self, hop: &Hop<'_>, body: &LazyJson<'_, '_>) -> bool {
         let w = &self.when;
         if w.direction.is_some_and(|d| hop.direction != Some(d)) {
             return false;
         }
-        if w.service.as_ref().is_some_and(|s| *s != hop.service) {
+        if w.service.as_ref().is_some_and(|s| s != hop.service) {
             return false;
         }
         if w.method
@@ -203,7 +217,7 @@ impl CompiledRule {
             let matched = match path.split_once('?') {
                 // A rule path with a query compares the whole `path?query`.
                 Some((p, q)) => p == hop.path && q == hop.query,
-                None => *path == hop.path,
+                None => path == hop.path,
             };
             if !matched {
                 return false;
@@ -215,25 +229,24 @@ impl CompiledRule {
         {
             return false;
         }
-        if w.host.as_ref().is_some_and(|h| !host_matches(h, &hop.host)) {
+        if w.host.as_ref().is_some_and(|h| !host_matches(h, hop.host)) {
             return false;
         }
         if w.host_suffix
             .as_ref()
-            .is_some_and(|s| !host_has_suffix(&hop.host, s))
+            .is_some_and(|s| !host_has_suffix(hop.host, s))
         {
             return false;
         }
         if w.not_host_suffix
             .iter()
-            .any(|s| host_has_suffix(&hop.host, s))
+            .any(|s| host_has_suffix(hop.host, s))
         {
             return false;
         }
         for (name, values) in &w.headers {
             let present = |value: &String| {
-                hop.headers
-                    .iter()
+                hop.headers()
                     .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
             };
             if !values.iter().all(present) {
@@ -241,8 +254,11 @@ impl CompiledRule {
             }
         }
         for (key, expected) in &w.trace_tags {
-            let found = hop.tags.iter().find(|(k, _)| k == key);
-            if !found.is_some_and(|(_, actual)| tag_equal(actual, expected)) {
+            if !hop
+                .attributes
+                .get(key)
+                .is_some_and(|actual| tag_matches(actual, expected))
+            {
                 return false;
             }
         }
@@ -257,30 +273,41 @@ impl CompiledRule {
 }
 
 /// The request body parsed as JSON at most once per hop, and only if a rule asks.
-struct LazyJson<'a> {
-    text: Option<&'a str>,
+struct LazyJson<'h, 'a> {
+    hop: &'h Hop<'a>,
     parsed: OnceCell<Option<serde_json::Value>>,
 }
 
-impl LazyJson<'_> {
+impl LazyJson<'_, '_> {
     fn get(&self) -> Option<&serde_json::Value> {
         self.parsed
-            .get_or_init(|| self.text.and_then(|t| serde_json::from_str(t).ok()))
+            .get_or_init(|| serde_json::from_str(&self.hop.body()?).ok())
             .as_ref()
     }
 }
 
-fn tag_equal(actual: &TagValue, expected: &TagValue) -> bool {
-    match (actual, expected) {
-        (TagValue::Number(a), TagValue::Number(b)) => a.as_f64() == b.as_f64(),
-        // Attributes from proxies are often strings; `"200"` matches `200`.
-        (TagValue::String(a), TagValue::Number(b)) | (TagValue::Number(b), TagValue::String(a)) => {
-            a.parse::<f64>().ok() == b.as_f64()
-        }
-        (TagValue::String(a), TagValue::Bool(b)) | (TagValue::Bool(b), TagValue::String(a)) => {
-            a.parse::<bool>().ok() == Some(*b)
-        }
-        _ => actual == expected,
+/// `traceTags`: whether a span attribute carries the rule's primitive. Proxies often send
+/// numbers and booleans as strings, so `"200"` matches `200` and `"true"` matches `true`.
+fn tag_matches(actual: AttrRef<'_>, expected: &TagValue) -> bool {
+    let number = |n: f64| match expected {
+        TagValue::Number(e) => e.as_f64() == Some(n),
+        TagValue::String(e) => e.parse::<f64>().ok() == Some(n),
+        TagValue::Bool(_) => false,
+    };
+    match actual {
+        AttrRef::Str(a) => match expected {
+            TagValue::String(e) => a == e,
+            TagValue::Number(e) => a.parse::<f64>().ok() == e.as_f64(),
+            TagValue::Bool(e) => a.parse::<bool>().ok() == Some(*e),
+        },
+        AttrRef::Bool(a) => match expected {
+            TagValue::Bool(e) => a == *e,
+            TagValue::String(e) => e.parse::<bool>().ok() == Some(a),
+            TagValue::Number(_) => false,
+        },
+        AttrRef::Int(a) => number(a as f64),
+        AttrRef::Double(a) => number(a),
+        AttrRef::Other => false,
     }
 }
 
@@ -409,9 +436,9 @@ impl RuleIndex {
 
     /// The best matching rule with at least `min_priority` that is not exhausted, claiming it
     /// if it is `consume: once`.
-    fn best_match(&self, hop: &Hop, min_priority: i64) -> Option<&Arc<CompiledRule>> {
+    fn best_match(&self, hop: &Hop<'_>, min_priority: i64) -> Option<&Arc<CompiledRule>> {
         let body = LazyJson {
-            text: hop.body.as_deref(),
+            hop,
             parsed: OnceCell::new(),
         };
         let buckets = self.candidates(hop);
@@ -437,17 +464,17 @@ impl RuleIndex {
     }
 
     /// The (up to eight) buckets that can hold rules matching `hop`.
-    fn candidates(&self, hop: &Hop) -> [Option<&Bucket>; 8] {
+    fn candidates(&self, hop: &Hop<'_>) -> [Option<&Bucket>; 8] {
         let mut out = [None; 8];
         let slots = [Some(0), hop.direction.map(|d| direction_slot(Some(d)))];
         let mut n = 0;
         for slot in slots.into_iter().flatten() {
             let methods = &self.by_direction[slot];
-            for paths in [Some(&methods.any), methods.exact.get(&hop.method)]
+            for paths in [Some(&methods.any), methods.exact.get(&*hop.method)]
                 .into_iter()
                 .flatten()
             {
-                for bucket in [Some(&paths.any), paths.exact.get(&hop.path)]
+                for bucket in [Some(&paths.any), paths.exact.get(hop.path)]
                     .into_iter()
                     .flatten()
                 {
@@ -517,9 +544,9 @@ impl Decision<'_> {
 ///
 /// Only outbound hops are ever blocked by the policy: an inbound request is the test talking
 /// to the app under test, which strict mode exists to protect, not to refuse.
-pub fn decide<'a>(index: &'a RuleIndex, policy: Option<&Policy>, hop: &Hop) -> Decision<'a> {
+pub fn decide<'a>(index: &'a RuleIndex, policy: Option<&Policy>, hop: &Hop<'_>) -> Decision<'a> {
     let policy_blocks =
-        hop.direction == Some(Direction::Outbound) && policy.is_some_and(|p| p.blocks(&hop.host));
+        hop.direction == Some(Direction::Outbound) && policy.is_some_and(|p| p.blocks(hop.host));
     // The policy sits at priority 0 in the lowest layer: when it blocks, only rules with a
     // priority of 0 or more can still answer.
     let min_priority = if policy_blocks { 0 } else { i64::MIN };

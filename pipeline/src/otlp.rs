@@ -2,12 +2,13 @@
 //! JSON, gzip), reading a hop out of a span, and building the inject hit.
 
 use crate::matcher::Hop;
-use crate::rules::{Body, Direction, TagValue};
+use crate::rules::{Body, Direction};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
 use prost::Message as _;
+use std::borrow::Cow;
 use std::io::Read as _;
 
 pub use softprobe_otlp::{keys, tracestate_session};
@@ -231,16 +232,6 @@ impl<'a> AttrRef<'a> {
             _ => None,
         }
     }
-
-    fn tag(self) -> Option<TagValue> {
-        Some(match self {
-            Self::Str(s) => TagValue::String(s.to_owned()),
-            Self::Bool(b) => TagValue::Bool(b),
-            Self::Int(i) => TagValue::Number(i.into()),
-            Self::Double(d) => TagValue::Number(serde_json::Number::from_f64(d)?),
-            Self::Other => return None,
-        })
-    }
 }
 
 /// Span or resource attributes: of a decoded message, or read in place from the body. Equal
@@ -342,11 +333,11 @@ impl<'a> SpanView<'a> {
         self.attributes.string(keys::SPAN_TYPE)
     }
 
-    /// The hop the span describes. Method and path come from `http.request.method` /
-    /// `url.path`, else from the `:method` / `:path` header attributes the official proxy
-    /// sends; the host from `url.host`, else `:authority` / `host`. The query string is split
-    /// off the path.
-    pub fn hop(&self) -> Hop {
+    /// The hop the span describes, keeping the span's attributes. Method and path come from
+    /// `http.request.method` / `url.path`, else from the `:method` / `:path` header attributes
+    /// the official proxy sends; the host from `url.host`, else `:authority` / `host`. The
+    /// query string is split off the path.
+    pub fn into_hop(self) -> Hop<'a> {
         let attrs = &self.attributes;
         let header = |name: &str| {
             attrs.iter().find_map(|(key, value)| {
@@ -357,7 +348,16 @@ impl<'a> SpanView<'a> {
                 }
             })
         };
-        let mut hop = Hop {
+        let method = attrs
+            .string(keys::REQUEST_METHOD)
+            .or_else(|| header(":method"))
+            .unwrap_or_default();
+        let target = attrs
+            .string(keys::URL_PATH)
+            .or_else(|| header(":path"))
+            .unwrap_or_default();
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Hop {
             direction: match attrs.string(keys::DIRECTION) {
                 Some("inbound") => Some(Direction::Inbound),
                 Some("outbound") => Some(Direction::Outbound),
@@ -366,51 +366,21 @@ impl<'a> SpanView<'a> {
             service: attrs
                 .string(keys::SERVICE_NAME)
                 .or_else(|| self.resource.string(keys::RESOURCE_SERVICE_NAME))
-                .unwrap_or_default()
-                .to_owned(),
+                .unwrap_or_default(),
             host: attrs
                 .string(keys::URL_HOST)
                 .or_else(|| header(":authority"))
                 .or_else(|| header("host"))
-                .unwrap_or_default()
-                .to_owned(),
-            method: attrs
-                .string(keys::REQUEST_METHOD)
-                .or_else(|| header(":method"))
-                .unwrap_or_default()
-                .to_ascii_uppercase(),
-            ..Hop::default()
-        };
-        let path = attrs
-            .string(keys::URL_PATH)
-            .or_else(|| header(":path"))
-            .unwrap_or_default();
-        hop.set_path_and_query(path);
-        for (key, value) in attrs.iter() {
-            if let Some(name) = key.strip_prefix(keys::REQUEST_HEADER_PREFIX) {
-                if let AttrRef::Str(v) = value {
-                    hop.headers.push((name.to_ascii_lowercase(), v.to_owned()));
-                }
-            } else if key == keys::REQUEST_BODY {
-                if let AttrRef::Str(body) = value {
-                    // A body the proxy sent as base64 (no textual content type) still matches
-                    // `bodyJsonPath` when its bytes are UTF-8.
-                    let base64 = attrs.string(keys::REQUEST_BODY_ENCODING) == Some("base64");
-                    hop.body = if base64 {
-                        use base64::Engine as _;
-                        base64::engine::general_purpose::STANDARD
-                            .decode(body)
-                            .ok()
-                            .and_then(|bytes| String::from_utf8(bytes).ok())
-                    } else {
-                        Some(body.to_owned())
-                    };
-                }
-            } else if let Some(tag) = value.tag() {
-                hop.tags.push((key.to_owned(), tag));
-            }
+                .unwrap_or_default(),
+            method: if method.bytes().any(|b| b.is_ascii_lowercase()) {
+                Cow::Owned(method.to_ascii_uppercase())
+            } else {
+                Cow::Borrowed(method)
+            },
+            path,
+            query,
+            attributes: self.attributes,
         }
-        hop
     }
 }
 
@@ -678,21 +648,15 @@ mod tests {
         let view = SpanView::of(span, rs.resource.as_ref());
         assert_eq!(view.span_type(), Some("inject"));
         assert_eq!(view.session(), Some("sess_abc"));
-        let hop = view.hop();
+        let hop = view.into_hop();
         assert_eq!(hop.direction, Some(Direction::Outbound));
         assert_eq!(hop.service, "checkout");
         assert_eq!(hop.method, "GET");
-        assert_eq!(
-            (hop.path.as_str(), hop.query.as_str()),
-            ("/fragment", "x=1")
-        );
+        assert_eq!((hop.path, hop.query), ("/fragment", "x=1"));
         assert_eq!(hop.host, "softprobe-proxy:8084");
-        assert!(hop.headers.contains(&("x-trace".into(), "1".into())));
-        assert_eq!(hop.body.as_deref(), Some("{\"a\":1}"));
-        assert!(
-            hop.tags
-                .contains(&("retries".into(), TagValue::Number(3.into())))
-        );
+        assert!(hop.headers().any(|header| header == ("X-Trace", "1")));
+        assert_eq!(hop.body().as_deref(), Some("{\"a\":1}"));
+        assert_eq!(hop.attributes.get("retries"), Some(AttrRef::Int(3)));
         // The same span as protobuf decodes identically, with or without a declared type.
         let bytes = traces.encode_to_vec();
         assert_eq!(decode_traces(&bytes, None).unwrap(), traces);

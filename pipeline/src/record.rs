@@ -43,22 +43,22 @@ pub enum Received {
     },
 }
 
-/// A decoded record.
+/// A decoded record. An inject lookup borrows from the request body it was read from.
 #[derive(Debug)]
-pub enum Record {
+pub enum Record<'a> {
     /// One candidate hop to decide.
-    Inject(InjectLookup),
+    Inject(InjectLookup<'a>),
     /// Spans to keep.
     Export(ExportBatch),
 }
 
 /// An inject lookup: the hop and its session id.
 #[derive(Debug)]
-pub struct InjectLookup {
+pub struct InjectLookup<'a> {
     /// The hop.
-    pub hop: Hop,
+    pub hop: Hop<'a>,
     /// The session id the span carries, if any.
-    pub session_id: Option<String>,
+    pub session_id: Option<&'a str>,
     /// How to encode a hit.
     pub encoding: Encoding,
 }
@@ -85,11 +85,11 @@ pub enum Spans {
 
 /// A record with its session(s) attached.
 #[derive(Debug)]
-pub enum Enriched {
+pub enum Enriched<'a> {
     /// An inject lookup for a live session.
     Inject {
         /// The lookup.
-        lookup: InjectLookup,
+        lookup: InjectLookup<'a>,
         /// Its session.
         session: Arc<Session>,
     },

@@ -65,18 +65,19 @@ fn inspect_case(file: &std::path::Path) -> Result<Report, CliError> {
         for rs in &traces.resource_spans {
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
                 let view = SpanView::of(span, rs.resource.as_ref());
-                let hop = view.hop();
-                let status = view
+                let span_type = view.span_type().unwrap_or("-").to_owned();
+                let hop = view.into_hop();
+                let status = hop
                     .attributes
                     .get(keys::RESPONSE_STATUS)
                     .and_then(AttrRef::text)
                     .unwrap_or_default();
                 let direction = hop.direction.map(|d| d.as_str()).unwrap_or("-").to_owned();
-                let span_type = view.span_type().unwrap_or("-").to_owned();
+                let (host, method) = (hop.host.to_owned(), hop.method.into_owned());
                 for (key, value) in [
                     ("direction", &direction),
-                    ("host", &hop.host),
-                    ("method", &hop.method),
+                    ("host", &host),
+                    ("method", &method),
                     ("status", &status),
                 ] {
                     let value = if value.is_empty() {
@@ -92,8 +93,8 @@ fn inspect_case(file: &std::path::Path) -> Result<Report, CliError> {
                     "spanId": hex(&span.span_id),
                     "type": span_type,
                     "direction": direction,
-                    "method": hop.method,
-                    "host": hop.host,
+                    "method": method,
+                    "host": host,
                     "path": hop.path,
                     "status": status,
                 }));

@@ -25,7 +25,7 @@ impl CaseWriter {
     }
 }
 
-impl Service<Enriched> for CaseWriter {
+impl<'a> Service<Enriched<'a>> for CaseWriter {
     type Response = Outcome;
     type Error = PipelineError;
     type Future = Ready<Result<Outcome, PipelineError>>;
@@ -34,7 +34,7 @@ impl Service<Enriched> for CaseWriter {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, enriched: Enriched) -> Self::Future {
+    fn call(&mut self, enriched: Enriched<'a>) -> Self::Future {
         let Enriched::Export(batches) = enriched else {
             // Inject lookups are answered by the rule matcher and never reach the writer.
             return ready(Err(PipelineError::NoInjectSpan));

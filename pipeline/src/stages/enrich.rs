@@ -46,10 +46,10 @@ pub struct EnrichSession<S> {
     store: Arc<SessionStore>,
 }
 
-impl<S> Service<Record> for EnrichSession<S>
+impl<'a, S> Service<Record<'a>> for EnrichSession<S>
 where
     S: Service<
-            Enriched,
+            Enriched<'a>,
             Response = Outcome,
             Error = PipelineError,
             Future = Ready<Result<Outcome, PipelineError>>,
@@ -63,10 +63,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, record: Record) -> Self::Future {
+    fn call(&mut self, record: Record<'a>) -> Self::Future {
         match record {
             Record::Inject(lookup) => {
-                let Some(id) = lookup.session_id.as_deref() else {
+                let Some(id) = lookup.session_id else {
                     return ready(Err(PipelineError::MissingSession));
                 };
                 match self.store.get(id) {

@@ -68,7 +68,7 @@ pub struct MatchRules<S> {
 }
 
 /// Decides one lookup against the session's current snapshot and counts the outcome.
-fn answer_inject(lookup: &InjectLookup, session: &Session) -> InjectOutcome {
+fn answer_inject(lookup: &InjectLookup<'_>, session: &Session) -> InjectOutcome {
     // One snapshot for the whole decision: a concurrent rules write is seen entirely or not.
     let snapshot = session.snapshot_guard();
     let policy = snapshot.policy.as_ref().map(|p| &p.parsed);
@@ -169,10 +169,10 @@ impl Redaction<'_> {
     }
 }
 
-impl<S> Service<Enriched> for MatchRules<S>
+impl<'a, S> Service<Enriched<'a>> for MatchRules<S>
 where
     S: Service<
-            Enriched,
+            Enriched<'a>,
             Response = Outcome,
             Error = PipelineError,
             Future = Ready<Result<Outcome, PipelineError>>,
@@ -186,7 +186,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, enriched: Enriched) -> Self::Future {
+    fn call(&mut self, enriched: Enriched<'a>) -> Self::Future {
         match enriched {
             Enriched::Inject { lookup, session } => {
                 ready(Ok(Outcome::Inject(answer_inject(&lookup, &session))))

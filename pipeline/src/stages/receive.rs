@@ -58,11 +58,21 @@ pub struct Receive<S> {
     config: ReceiveConfig,
 }
 
-impl<S> Receive<S> {
-    fn record(&self, received: Received) -> Result<Record, PipelineError> {
+impl<S> Receive<S>
+where
+    S: for<'a> Service<
+            Record<'a>,
+            Response = Outcome,
+            Error = PipelineError,
+            Future = Ready<Result<Outcome, PipelineError>>,
+        >,
+{
+    /// Reads the request into a record and hands it on. An inject lookup borrows from the
+    /// body, which lives until the (synchronous) answer is back.
+    fn receive(&mut self, received: Received) -> Result<Outcome, PipelineError> {
         let (signal, body, content_type, content_encoding, wants_json) = match received {
             Received::Decoded { signal, traces } => {
-                return Ok(match signal {
+                let record = match signal {
                     Signal::Inject => Record::Inject(inject_lookup(
                         otlp::span_views(&traces),
                         Encoding::Protobuf,
@@ -71,7 +81,8 @@ impl<S> Receive<S> {
                         spans: Spans::Decoded(traces),
                         encoding: Encoding::Protobuf,
                     }),
-                });
+                };
+                return self.inner.call(record).into_inner();
             }
             Received::Http {
                 signal,
@@ -85,7 +96,7 @@ impl<S> Receive<S> {
         let limit = self.config.max_decoded_bytes;
         let inflated = otlp::decompress(&body, content_encoding.as_deref(), limit)?;
         let bytes = inflated.as_deref().unwrap_or(&body);
-        Ok(match signal {
+        match signal {
             Signal::Inject => {
                 let answer = if wants_json {
                     Encoding::Json
@@ -94,62 +105,69 @@ impl<S> Receive<S> {
                 };
                 // Read in place, declared protobuf or JSON alike; a body without a declared
                 // type that does not read as protobuf is decoded as either.
-                let lookup = match declared {
+                let (json, decoded);
+                let spans = match declared {
                     Some(Encoding::Json) => {
-                        inject_lookup(json_view::traces(bytes)?.spans()?, answer)?
+                        json = json_view::traces(bytes)?;
+                        json.spans()?
                     }
-                    Some(Encoding::Protobuf) => inject_lookup(wire::spans(bytes)?, answer)?,
+                    Some(Encoding::Protobuf) => wire::spans(bytes)?,
                     None => match wire::spans(bytes) {
-                        Ok(spans) => inject_lookup(spans, answer)?,
-                        Err(_) => inject_lookup(
-                            otlp::span_views(&otlp::decode_traces(bytes, None)?),
-                            answer,
-                        )?,
+                        Ok(spans) => spans,
+                        Err(_) => {
+                            decoded = otlp::decode_traces(bytes, None)?;
+                            otlp::span_views(&decoded)
+                        }
                     },
                 };
-                Record::Inject(lookup)
+                let lookup = inject_lookup(spans, answer)?;
+                self.inner.call(Record::Inject(lookup)).into_inner()
             }
             // OTLP/HTTP answers in the request's encoding.
-            Signal::Export => Record::Export(ExportBatch {
-                spans: if declared == Some(Encoding::Protobuf) {
-                    Spans::Wire(Checked::new(
-                        inflated.map_or_else(|| body.clone(), Bytes::from),
-                    )?)
-                } else {
-                    Spans::Decoded(otlp::decode_traces(bytes, declared)?)
-                },
-                encoding: declared.unwrap_or(if wants_json {
-                    Encoding::Json
-                } else {
-                    Encoding::Protobuf
-                }),
-            }),
-        })
+            Signal::Export => {
+                let batch = ExportBatch {
+                    spans: if declared == Some(Encoding::Protobuf) {
+                        Spans::Wire(Checked::new(
+                            inflated.map_or_else(|| body.clone(), Bytes::from),
+                        )?)
+                    } else {
+                        Spans::Decoded(otlp::decode_traces(bytes, declared)?)
+                    },
+                    encoding: declared.unwrap_or(if wants_json {
+                        Encoding::Json
+                    } else {
+                        Encoding::Protobuf
+                    }),
+                };
+                self.inner.call(Record::Export(batch)).into_inner()
+            }
+        }
     }
 }
 
 /// The first span typed `inject` (or, when no span is typed, the first span) becomes the
 /// lookup; other spans are ignored, as in the reference runtime.
 fn inject_lookup(
-    spans: Vec<SpanView<'_>>,
+    mut spans: Vec<SpanView<'_>>,
     encoding: Encoding,
-) -> Result<InjectLookup, PipelineError> {
-    let span = spans
+) -> Result<InjectLookup<'_>, PipelineError> {
+    let index = spans
         .iter()
-        .find(|span| span.span_type() == Some("inject"))
-        .or_else(|| spans.iter().find(|span| span.span_type().is_none()))
+        .position(|span| span.span_type() == Some("inject"))
+        .or_else(|| spans.iter().position(|span| span.span_type().is_none()))
         .ok_or(PipelineError::NoInjectSpan)?;
+    let span = spans.swap_remove(index);
     Ok(InjectLookup {
-        hop: span.hop(),
-        session_id: span.session().map(str::to_owned),
+        session_id: span.session(),
+        hop: span.into_hop(),
         encoding,
     })
 }
 
 impl<S> Service<Received> for Receive<S>
 where
-    S: Service<
-            Record,
+    S: for<'a> Service<
+            Record<'a>,
             Response = Outcome,
             Error = PipelineError,
             Future = Ready<Result<Outcome, PipelineError>>,
@@ -164,9 +182,6 @@ where
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        match self.record(received) {
-            Ok(record) => self.inner.call(record),
-            Err(err) => ready(Err(err)),
-        }
+        ready(self.receive(received))
     }
 }
