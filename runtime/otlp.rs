@@ -5,19 +5,19 @@
 use crate::api::RawBody;
 use crate::api::error::ApiError;
 use crate::metrics::InjectResult;
+use crate::proto::raw;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{FromRequest as _, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;
-use softprobe_pipeline::otlp::{DecodeError, Encoding, hit_traces};
+use softprobe_pipeline::otlp::{DecodeError, Encoding};
 use softprobe_pipeline::record::{
     ExportOutcome, InjectOutcome, Outcome, PipelineError, Received, Signal,
 };
@@ -54,7 +54,7 @@ async fn received_http(
             accept.contains("application/json") && !accept.contains("protobuf")
         });
     let RawBody(body) = RawBody::from_request(request, state).await?;
-    Ok(Received::Http {
+    Ok(Received {
         signal,
         body,
         content_type,
@@ -216,22 +216,18 @@ impl GrpcServices {
 }
 
 #[tonic::async_trait]
-impl TraceService for GrpcServices {
+impl raw::trace_service_server::TraceService for GrpcServices {
+    /// `ExportTraceServiceRequest` bytes in, `ExportTraceServiceResponse` bytes out.
     async fn export(
         &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let traces = TracesData {
-            resource_spans: request.into_inner().resource_spans,
-        };
-        let received = Received::Decoded {
-            signal: Signal::Export,
-            traces,
-        };
+        request: tonic::Request<Bytes>,
+    ) -> Result<tonic::Response<Bytes>, tonic::Status> {
+        let received = Received::protobuf(Signal::Export, request.into_inner());
         match run(&self.state, received).await.map_err(grpc_status)? {
             Outcome::Export(outcome) => {
                 count_export(&self.state, &outcome);
-                Ok(tonic::Response::new(export_response(&outcome)))
+                let response = export_response(&outcome).encode_to_vec();
+                Ok(tonic::Response::new(response.into()))
             }
             Outcome::Inject(_) => Err(tonic::Status::internal(
                 "an export produced an inject answer",
@@ -241,21 +237,19 @@ impl TraceService for GrpcServices {
 }
 
 #[tonic::async_trait]
-impl crate::proto::v1::inject_service_server::InjectService for GrpcServices {
+impl raw::inject_service_server::InjectService for GrpcServices {
+    /// `TracesData` bytes in and, for a hit, out.
     async fn inject(
         &self,
-        request: tonic::Request<TracesData>,
-    ) -> Result<tonic::Response<TracesData>, tonic::Status> {
+        request: tonic::Request<Bytes>,
+    ) -> Result<tonic::Response<Bytes>, tonic::Status> {
         let started = Instant::now();
-        let received = Received::Decoded {
-            signal: Signal::Inject,
-            traces: request.into_inner(),
-        };
+        let received = Received::protobuf(Signal::Inject, request.into_inner());
         let outcome = run(&self.state, received).await;
         count_inject(&self.state, &outcome, started);
         match outcome.map_err(grpc_status)? {
             Outcome::Inject(InjectOutcome::Hit { hit, .. }) => {
-                Ok(tonic::Response::new(hit_traces(&hit)))
+                Ok(tonic::Response::new(hit.encode_protobuf().into()))
             }
             Outcome::Inject(InjectOutcome::Forward { reason }) => Err(tonic::Status::not_found(
                 format!("no inject match ({reason}): forward upstream"),

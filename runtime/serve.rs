@@ -2,12 +2,12 @@
 
 use crate::capture;
 use crate::cli::ServeArgs;
-use crate::proto::v1::inject_service_server::InjectServiceServer;
+use crate::proto::raw::inject_service_server::InjectServiceServer;
+use crate::proto::raw::trace_service_server::TraceServiceServer;
 use crate::state::{AppState, Settings};
 use crate::{api, otlp, proto};
 use axum::Router;
 use axum::serve::ListenerExt as _;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use softprobe_pipeline::capture::CaptureLimits;
 use softprobe_pipeline::store::{SessionStore, StoreLimits};
 use std::future::Future;

@@ -335,6 +335,69 @@ async fn inject_over_grpc_answers_like_http() {
     assert_eq!(miss.code(), tonic::Code::NotFound);
     let invalid = client.inject(TracesData::default()).await.unwrap_err();
     assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    // gzip-compressed requests are read like plain ones.
+    let mut gzip_client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let hit = gzip_client
+        .inject(outbound_get(&id, "/items"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(attribute(&hit, "sp.rule.name").as_deref(), Some("items"));
+    h.runtime.stop().await;
+}
+
+/// Sends `message` as the request of the unary method at `path`, whatever its bytes: what a
+/// broken client sends.
+async fn grpc_unchecked(
+    address: &str,
+    path: &'static str,
+    message: &[u8],
+) -> Result<bytes::Bytes, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(address.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let request = tonic::Request::new(bytes::Bytes::copy_from_slice(message));
+    let response = client
+        .unary(request, path, softprobe::proto::RawCodec)
+        .await?;
+    Ok(response.into_inner())
+}
+
+#[tokio::test]
+async fn malformed_grpc_messages_are_refused_with_the_reason() {
+    let h = Harness::start(&[]).await;
+    let grpc = format!("http://{}", h.runtime.grpc_addr);
+    // Field 1 (resource_spans) says 127 bytes follow; none do.
+    let truncated = [0x0a, 0x7f];
+    for path in [
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        "/softprobe.v1.InjectService/Inject",
+    ] {
+        let refused = grpc_unchecked(&grpc, path, &truncated).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{path}");
+        assert!(
+            refused.message().starts_with("invalid OTLP protobuf: "),
+            "{path}: {}",
+            refused.message()
+        );
+    }
+    // A well-formed empty export is accepted and answered with an empty response.
+    let answer = grpc_unchecked(
+        &grpc,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ExportTraceServiceResponse::decode(answer).unwrap(),
+        ExportTraceServiceResponse::default()
+    );
     h.runtime.stop().await;
 }
 

@@ -6,7 +6,7 @@ use crate::rules::{Body, Direction};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+use opentelemetry_proto::tonic::trace::v1::{Span, TracesData};
 use prost::Message as _;
 use std::borrow::Cow;
 use std::io::Read as _;
@@ -417,14 +417,6 @@ pub struct HitResponse {
     pub revision: u64,
 }
 
-fn kv(key: &str, value: AnyValueKind) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..KeyValue::default()
-    }
-}
-
 /// The name of the span a hit answers with.
 const HIT_SPAN_NAME: &str = "softprobe.inject";
 
@@ -466,8 +458,9 @@ impl HitResponse {
         f(keys::SESSION_REVISION, HitValue::Int(self.revision as i64));
     }
 
-    /// The hit as OTLP protobuf, written straight from the response: the bytes of
-    /// `hit_traces(self).encode_to_vec()` without building and dropping the message.
+    /// The hit as an OTLP protobuf `TracesData`: one span named `softprobe.inject` carrying the
+    /// response (see [`Self::each_attribute`]), written straight from the response rather than
+    /// built as a message, encoded and dropped.
     pub fn encode_protobuf(&self) -> Vec<u8> {
         use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
         fn len_field(tag: u32, len: usize, out: &mut Vec<u8>) {
@@ -517,9 +510,8 @@ impl HitResponse {
         out
     }
 
-    /// The hit span as OTLP JSON, written directly: `hit_traces(self)` with the default fields
-    /// left out (as OTLP JSON allows) and 64-bit integers as strings. Its decoding equals
-    /// `hit_traces(self)`.
+    /// The same hit as OTLP JSON, written directly: default fields left out (as OTLP JSON
+    /// allows) and 64-bit integers as strings.
     pub fn encode_json(&self) -> Vec<u8> {
         use std::io::Write as _;
         fn string(out: &mut Vec<u8>, s: &str) {
@@ -551,32 +543,6 @@ impl HitResponse {
         });
         out.extend_from_slice(b"]}]}]}]}");
         out
-    }
-}
-
-/// The `TracesData` of a hit: one span named `softprobe.inject` carrying the response (see
-/// [`HitResponse::each_attribute`] for the attributes).
-pub fn hit_traces(hit: &HitResponse) -> TracesData {
-    let mut attributes = Vec::with_capacity(hit.headers.len() + 6);
-    hit.each_attribute(|key, value| {
-        let value = match value {
-            HitValue::Str(s) => AnyValueKind::StringValue(s.to_owned()),
-            HitValue::Int(i) => AnyValueKind::IntValue(i),
-        };
-        attributes.push(kv(key, value));
-    });
-    TracesData {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    name: HIT_SPAN_NAME.into(),
-                    attributes,
-                    ..Span::default()
-                }],
-                ..ScopeSpans::default()
-            }],
-            ..ResourceSpans::default()
-        }],
     }
 }
 
@@ -625,6 +591,41 @@ pub fn span_count(traces: &TracesData) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    fn kv(key: &str, value: AnyValueKind) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..KeyValue::default()
+        }
+    }
+
+    /// The hit as a message, built the plain way: what the direct encoders must produce.
+    fn hit_traces(hit: &HitResponse) -> TracesData {
+        let mut attributes = Vec::with_capacity(hit.headers.len() + 6);
+        hit.each_attribute(|key, value| {
+            let value = match value {
+                HitValue::Str(s) => AnyValueKind::StringValue(s.to_owned()),
+                HitValue::Int(i) => AnyValueKind::IntValue(i),
+            };
+            attributes.push(kv(key, value));
+        });
+        TracesData {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        name: HIT_SPAN_NAME.into(),
+                        attributes,
+                        ..Span::default()
+                    }],
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        }
+    }
 
     const INJECT_JSON: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
       "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"051581bf3cb55c13","name":"/fragment","kind":3,

@@ -17,30 +17,35 @@ pub enum Signal {
     Export,
 }
 
-/// What a receiver hands the pipeline.
+/// What a receiver hands the pipeline: one OTLP message, still encoded (an OTLP/HTTP body, or
+/// a gRPC request message).
 #[derive(Debug)]
-pub enum Received {
-    /// An OTLP/HTTP body, still encoded.
-    Http {
-        /// Inject or export.
-        signal: Signal,
-        /// The body as received.
-        body: Bytes,
-        /// `Content-Type`, if any.
-        content_type: Option<String>,
-        /// `Content-Encoding`, if any.
-        content_encoding: Option<String>,
-        /// Whether the client asked for JSON answers (`Accept` for inject, the request type
-        /// for export).
-        wants_json: bool,
-    },
-    /// Traces already decoded by the gRPC layer.
-    Decoded {
-        /// Inject or export.
-        signal: Signal,
-        /// The traces.
-        traces: TracesData,
-    },
+pub struct Received {
+    /// Inject or export.
+    pub signal: Signal,
+    /// The message as received.
+    pub body: Bytes,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// `Content-Encoding`, if any.
+    pub content_encoding: Option<String>,
+    /// Whether the client asked for JSON answers (`Accept` for inject, the request type for
+    /// export).
+    pub wants_json: bool,
+}
+
+impl Received {
+    /// A protobuf message with nothing to decompress, answered in protobuf: a gRPC request
+    /// (tonic has already taken off the framing and any compression).
+    pub fn protobuf(signal: Signal, message: Bytes) -> Self {
+        Self {
+            signal,
+            body: message,
+            content_type: Some(Encoding::Protobuf.content_type().to_owned()),
+            content_encoding: None,
+            wants_json: false,
+        }
+    }
 }
 
 /// A decoded record. An inject lookup borrows from the request body it was read from.

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+use prost::Message as _;
 use serde_json::{Value, json};
 use softprobe_pipeline::otlp::keys;
 use softprobe_pipeline::record::{InjectOutcome, Outcome, Received, Signal};
@@ -93,10 +94,10 @@ async fn run(path: &Path) -> Vec<String> {
         let traces = inject_span(&id, &scenario["span"]);
         let outcome = service
             .clone()
-            .oneshot(Received::Decoded {
-                signal: Signal::Inject,
-                traces,
-            })
+            .oneshot(Received::protobuf(
+                Signal::Inject,
+                traces.encode_to_vec().into(),
+            ))
             .await
             .expect("scenario spans are valid");
         let Outcome::Inject(outcome) = outcome else {

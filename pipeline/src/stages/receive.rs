@@ -70,28 +70,13 @@ where
     /// Reads the request into a record and hands it on. An inject lookup borrows from the
     /// body, which lives until the (synchronous) answer is back.
     fn receive(&mut self, received: Received) -> Result<Outcome, PipelineError> {
-        let (signal, body, content_type, content_encoding, wants_json) = match received {
-            Received::Decoded { signal, traces } => {
-                let record = match signal {
-                    Signal::Inject => Record::Inject(inject_lookup(
-                        otlp::span_views(&traces),
-                        Encoding::Protobuf,
-                    )?),
-                    Signal::Export => Record::Export(ExportBatch {
-                        spans: Spans::Decoded(traces),
-                        encoding: Encoding::Protobuf,
-                    }),
-                };
-                return self.inner.call(record).into_inner();
-            }
-            Received::Http {
-                signal,
-                body,
-                content_type,
-                content_encoding,
-                wants_json,
-            } => (signal, body, content_type, content_encoding, wants_json),
-        };
+        let Received {
+            signal,
+            body,
+            content_type,
+            content_encoding,
+            wants_json,
+        } = received;
         let declared = Encoding::from_content_type(content_type.as_deref())?;
         let limit = self.config.max_decoded_bytes;
         let inflated = otlp::decompress(&body, content_encoding.as_deref(), limit)?;
