@@ -75,8 +75,11 @@ struct AnyValue<'a> {
 
 /// Parses `body`.
 pub fn traces(body: &[u8]) -> Result<Traces<'_>, DecodeError> {
-    serde_json::from_slice(body)
-        .map_err(|err| DecodeError::Malformed(format!("invalid OTLP JSON: {err}")))
+    let malformed =
+        |err: &dyn std::fmt::Display| DecodeError::Malformed(format!("invalid OTLP JSON: {err}"));
+    // Checked as UTF-8 once, so serde_json need not check every string it reads.
+    let text = std::str::from_utf8(body).map_err(|err| malformed(&err))?;
+    serde_json::from_str(text).map_err(|err| malformed(&err))
 }
 
 impl<'a> Traces<'a> {
@@ -109,11 +112,11 @@ impl<'a> Traces<'a> {
 }
 
 fn attributes<'a>(key_values: &'a [KeyValue<'a>]) -> Result<Attributes<'a>, DecodeError> {
-    key_values
-        .iter()
-        .map(|kv| Ok((kv.key.as_ref(), value(kv)?)))
-        .collect::<Result<_, _>>()
-        .map(Attributes::Wire)
+    let mut pairs = Vec::with_capacity(key_values.len());
+    for kv in key_values {
+        pairs.push((kv.key.as_ref(), value(kv)?));
+    }
+    Ok(Attributes::Wire(pairs))
 }
 
 fn value<'a>(kv: &'a KeyValue<'a>) -> Result<AttrRef<'a>, DecodeError> {
@@ -207,6 +210,7 @@ mod tests {
     fn bad_bodies_say_why() {
         for (body, reason) in [
             (&b"{not json"[..], "invalid OTLP JSON: key must be a string"),
+            (b"{\"resourceSpans\":\"\xff\"}", "invalid OTLP JSON: invalid utf-8"),
             (br#"{"resourceSpans":{}}"#, "invalid type: map, expected a sequence"),
             (
                 br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":{"stringValue":5}}]}]}]}]}"#,

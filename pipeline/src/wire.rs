@@ -182,7 +182,8 @@ fn read_span<'a>(
     span: &'a [u8],
     resource: &[(&'a str, AttrRef<'a>)],
 ) -> Result<SpanView<'a>, String> {
-    let (mut attributes, mut trace_state) = (Vec::new(), "");
+    // Room for a typical proxied request's attributes, so the list rarely grows.
+    let (mut attributes, mut trace_state) = (Vec::with_capacity(16), "");
     for field in Fields::new(span) {
         match field? {
             (3, value) => trace_state = value.text("Span.trace_state")?,
