@@ -6,7 +6,7 @@
 //! [`crate::wire::spans`] for protobuf, the fields read are type-checked and the rest only has
 //! to be well-formed JSON.
 
-use crate::otlp::{AttrRef, Attributes, DecodeError, SpanView};
+use crate::otlp::{AttrRef, Attributes, DecodeError, SpanView, json_text};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -75,11 +75,8 @@ struct AnyValue<'a> {
 
 /// Parses `body`.
 pub fn traces(body: &[u8]) -> Result<Traces<'_>, DecodeError> {
-    let malformed =
-        |err: &dyn std::fmt::Display| DecodeError::Malformed(format!("invalid OTLP JSON: {err}"));
-    // Checked as UTF-8 once, so serde_json need not check every string it reads.
-    let text = std::str::from_utf8(body).map_err(|err| malformed(&err))?;
-    serde_json::from_str(text).map_err(|err| malformed(&err))
+    serde_json::from_str(json_text(body)?)
+        .map_err(|err| DecodeError::Malformed(format!("invalid OTLP JSON: {err}")))
 }
 
 impl<'a> Traces<'a> {

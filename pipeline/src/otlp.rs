@@ -122,8 +122,9 @@ fn decode_protobuf(body: &[u8]) -> Result<TracesData, DecodeError> {
 /// OTLP JSON. The typed parse handles the standard form; a second pass accepts what other
 /// encoders write too (base64 ids from Go's protojson, span kinds as enum names).
 fn decode_json(body: &[u8]) -> Result<TracesData, DecodeError> {
-    serde_json::from_slice::<TracesData>(body).or_else(|typed_err| {
-        let mut value: serde_json::Value = serde_json::from_slice(body)
+    let text = json_text(body)?;
+    serde_json::from_str::<TracesData>(text).or_else(|typed_err| {
+        let mut value: serde_json::Value = serde_json::from_str(text)
             .map_err(|err| DecodeError::Malformed(format!("invalid JSON: {err}")))?;
         if !normalize_json(&mut value) {
             return Err(DecodeError::Malformed(format!(
@@ -133,6 +134,13 @@ fn decode_json(body: &[u8]) -> Result<TracesData, DecodeError> {
         serde_json::from_value(value)
             .map_err(|err| DecodeError::Malformed(format!("invalid OTLP JSON: {err}")))
     })
+}
+
+/// A JSON body as text. Checked as UTF-8 once, serde_json reads it without checking every
+/// string again (its `from_slice` does).
+pub(crate) fn json_text(body: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(body)
+        .map_err(|err| DecodeError::Malformed(format!("invalid OTLP JSON: {err}")))
 }
 
 /// Rewrites base64 ids to hex and enum-name kinds to numbers; returns whether it changed
