@@ -3,6 +3,8 @@
 
 pub mod capture;
 pub mod case;
+#[cfg(test)]
+mod corrupt;
 pub mod document;
 pub mod fixtures;
 pub mod json_path;

@@ -813,26 +813,9 @@ mod tests {
         );
         assert!(agrees_with_prost(&[]));
 
-        // Random corruptions (a fixed xorshift sequence, so a failure reproduces).
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut random = move |below: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % below as u64) as usize
-        };
+        // Random corruptions.
         let (mut accepted, mut refused) = (0, 0);
-        for _ in 0..20_000 {
-            let mut body = valid.clone();
-            for _ in 0..1 + random(3) {
-                let at = random(body.len());
-                match random(4) {
-                    0 => body[at] = random(256) as u8,
-                    1 => body[at] ^= 1 << random(8),
-                    2 => body.insert(at, random(256) as u8),
-                    _ => drop(body.remove(at)),
-                }
-            }
+        for body in crate::corrupt::corruptions(&valid, 20_000, &[]) {
             if agrees_with_prost(&body) {
                 accepted += 1;
             } else {

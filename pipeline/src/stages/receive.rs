@@ -94,7 +94,7 @@ where
                 let spans = match declared {
                     Some(Encoding::Json) => {
                         json = json_view::traces(bytes)?;
-                        json.spans()?
+                        json.spans()
                     }
                     Some(Encoding::Protobuf) => wire::spans(bytes)?,
                     None => match wire::spans(bytes) {
