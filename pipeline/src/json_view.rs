@@ -957,18 +957,7 @@ mod tests {
         let alphabet = br#"{}[]":,.-+0123456789eEnulltruefalse\/ubfnrtABC "#;
         for valid in [BODY.as_bytes(), &reencoded, escapes] {
             assert!(agrees_with_the_model(valid));
-            let (mut accepted, mut refused) = (0, 0);
-            for body in crate::corrupt::corruptions(valid, 20_000, alphabet) {
-                if agrees_with_the_model(&body) {
-                    accepted += 1;
-                } else {
-                    refused += 1;
-                }
-            }
-            assert!(
-                accepted > 1_000 && refused > 1_000,
-                "{accepted} / {refused}"
-            );
+            crate::corrupt::check_corruptions(valid, 20_000, alphabet, agrees_with_the_model);
         }
         for depth in [1, 127, 128, 129, 100_000] {
             let deep = format!(

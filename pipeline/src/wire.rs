@@ -814,18 +814,7 @@ mod tests {
         assert!(agrees_with_prost(&[]));
 
         // Random corruptions.
-        let (mut accepted, mut refused) = (0, 0);
-        for body in crate::corrupt::corruptions(&valid, 20_000, &[]) {
-            if agrees_with_prost(&body) {
-                accepted += 1;
-            } else {
-                refused += 1;
-            }
-        }
-        assert!(
-            accepted > 1_000 && refused > 1_000,
-            "{accepted} / {refused}"
-        );
+        crate::corrupt::check_corruptions(&valid, 20_000, &[], agrees_with_prost);
 
         // Nesting around prost's recursion limit: arrays in arrays in a span attribute.
         let nested = |depth: usize| {
