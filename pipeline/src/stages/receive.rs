@@ -58,74 +58,68 @@ pub struct Receive<S> {
     config: ReceiveConfig,
 }
 
-impl<S> Receive<S>
-where
-    S: for<'a> Service<
-            Record<'a>,
-            Response = Outcome,
-            Error = PipelineError,
-            Future = Ready<Result<Outcome, PipelineError>>,
-        >,
-{
-    /// Reads the request into a record and hands it on. An inject lookup borrows from the
-    /// body, which lives until the (synchronous) answer is back.
-    fn receive(&mut self, received: Received) -> Result<Outcome, PipelineError> {
-        let Received {
-            signal,
-            body,
-            content_type,
-            content_encoding,
-            wants_json,
-        } = received;
-        let declared = Encoding::from_content_type(content_type.as_deref())?;
-        let limit = self.config.max_decoded_bytes;
-        let inflated = otlp::decompress(&body, content_encoding.as_deref(), limit)?;
-        let bytes = inflated.as_deref().unwrap_or(&body);
-        match signal {
-            Signal::Inject => {
-                let answer = if wants_json {
+/// Reads the request into a record and hands it to `next`. An inject lookup borrows from the
+/// body, which lives until the (synchronous) answer is back.
+fn receive(
+    config: &ReceiveConfig,
+    received: Received,
+    next: impl FnOnce(Record<'_>) -> Result<Outcome, PipelineError>,
+) -> Result<Outcome, PipelineError> {
+    let Received {
+        signal,
+        body,
+        content_type,
+        content_encoding,
+        wants_json,
+    } = received;
+    let declared = Encoding::from_content_type(content_type.as_deref())?;
+    let limit = config.max_decoded_bytes;
+    let inflated = otlp::decompress(&body, content_encoding.as_deref(), limit)?;
+    let bytes = inflated.as_deref().unwrap_or(&body);
+    match signal {
+        Signal::Inject => {
+            let answer = if wants_json {
+                Encoding::Json
+            } else {
+                Encoding::Protobuf
+            };
+            // Read in place, declared protobuf or JSON alike; a body without a declared
+            // type that does not read as protobuf is decoded as either.
+            let (json, decoded);
+            let spans = match declared {
+                Some(Encoding::Json) => {
+                    json = json_view::traces(bytes)?;
+                    json.spans()
+                }
+                Some(Encoding::Protobuf) => wire::spans(bytes)?,
+                None => match wire::spans(bytes) {
+                    Ok(spans) => spans,
+                    Err(_) => {
+                        decoded = otlp::decode_traces(bytes, None)?;
+                        otlp::span_views(&decoded)
+                    }
+                },
+            };
+            let lookup = inject_lookup(spans, answer)?;
+            next(Record::Inject(lookup))
+        }
+        // OTLP/HTTP answers in the request's encoding.
+        Signal::Export => {
+            let batch = ExportBatch {
+                spans: if declared == Some(Encoding::Protobuf) {
+                    Spans::Wire(Checked::new(
+                        inflated.map_or_else(|| body.clone(), Bytes::from),
+                    )?)
+                } else {
+                    Spans::Decoded(otlp::decode_traces(bytes, declared)?)
+                },
+                encoding: declared.unwrap_or(if wants_json {
                     Encoding::Json
                 } else {
                     Encoding::Protobuf
-                };
-                // Read in place, declared protobuf or JSON alike; a body without a declared
-                // type that does not read as protobuf is decoded as either.
-                let (json, decoded);
-                let spans = match declared {
-                    Some(Encoding::Json) => {
-                        json = json_view::traces(bytes)?;
-                        json.spans()
-                    }
-                    Some(Encoding::Protobuf) => wire::spans(bytes)?,
-                    None => match wire::spans(bytes) {
-                        Ok(spans) => spans,
-                        Err(_) => {
-                            decoded = otlp::decode_traces(bytes, None)?;
-                            otlp::span_views(&decoded)
-                        }
-                    },
-                };
-                let lookup = inject_lookup(spans, answer)?;
-                self.inner.call(Record::Inject(lookup)).into_inner()
-            }
-            // OTLP/HTTP answers in the request's encoding.
-            Signal::Export => {
-                let batch = ExportBatch {
-                    spans: if declared == Some(Encoding::Protobuf) {
-                        Spans::Wire(Checked::new(
-                            inflated.map_or_else(|| body.clone(), Bytes::from),
-                        )?)
-                    } else {
-                        Spans::Decoded(otlp::decode_traces(bytes, declared)?)
-                    },
-                    encoding: declared.unwrap_or(if wants_json {
-                        Encoding::Json
-                    } else {
-                        Encoding::Protobuf
-                    }),
-                };
-                self.inner.call(Record::Export(batch)).into_inner()
-            }
+                }),
+            };
+            next(Record::Export(batch))
         }
     }
 }
@@ -167,6 +161,9 @@ where
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        ready(self.receive(received))
+        let inner = &mut self.inner;
+        ready(receive(&self.config, received, |record| {
+            inner.call(record).into_inner()
+        }))
     }
 }
