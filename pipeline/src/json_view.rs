@@ -271,9 +271,17 @@ fn number<T: std::str::FromStr>(
     raw: &str,
     expected: &str,
 ) -> Result<T, DecodeError> {
-    raw.trim_matches('"')
-        .parse()
-        .map_err(|_| r.error(format_args!("{field} of {key:?} is not {expected}: {raw}")))
+    raw.trim_matches('"').parse().map_err(|_| {
+        // The value as written, up to 64 characters: enough to see, never the whole body.
+        let shown = raw
+            .char_indices()
+            .nth(64)
+            .map_or(raw, |(end, _)| &raw[..end]);
+        let more = if shown.len() < raw.len() { "…" } else { "" };
+        r.error(format_args!(
+            "{field} of {key:?} is not {expected}: {shown}{more}"
+        ))
+    })
 }
 
 /// A known field, seen at most once per object (serde refuses a repeated one too).
@@ -783,6 +791,10 @@ mod tests {
                 "duplicate field `resourceSpans`",
             ),
             (br#"{"resourceSpans":[]} x"#, "trailing characters"),
+            (
+                br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"n","value":{"doubleValue":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}}]}]}]}]}"#,
+                "doubleValue of \"n\" is not a number: [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1… at byte",
+            ),
             (
                 br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"\ud800"}]}]}]}]}"#,
                 "unpaired surrogate in a \\u escape",
