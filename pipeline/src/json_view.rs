@@ -564,7 +564,7 @@ impl<'a> Reader<'a> {
 
     /// A value of any kind, as written.
     fn raw_value(&mut self) -> Result<&'a str, DecodeError> {
-        self.peek();
+        self.peek(); // past leading whitespace, so the value starts where it is written
         let start = self.pos;
         self.skip_value()?;
         Ok(&self.text[start..self.pos])
