@@ -466,6 +466,23 @@ impl HitResponse {
         f(keys::SESSION_REVISION, HitValue::Int(self.revision as i64));
     }
 
+    /// Room for the encoded hit: its texts plus framing for every attribute, so that neither
+    /// encoder grows its buffer for a typical answer (a JSON body's escapes may still).
+    fn size_hint(&self) -> usize {
+        let body = match &self.body {
+            Body::Empty => 0,
+            Body::Text(text) => text.len(),
+            Body::Binary(bytes) => bytes.len() * 4 / 3 + 4,
+        };
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| keys::RESPONSE_HEADER_PREFIX.len() + name.len() + value.len())
+            .sum();
+        // Span and attribute framing and the fixed keys come to under 400 bytes of JSON.
+        400 + 40 * self.headers.len() + headers + body + self.rule.as_ref().map_or(0, String::len)
+    }
+
     /// The hit as an OTLP protobuf `TracesData`: one span named `softprobe.inject` carrying the
     /// response (see [`Self::each_attribute`]), written straight from the response rather than
     /// built as a message, encoded and dropped.
@@ -478,7 +495,7 @@ impl HitResponse {
         fn len_field_size(len: usize) -> usize {
             1 + encoded_len_varint(len as u64) + len
         }
-        let mut span = Vec::with_capacity(512);
+        let mut span = Vec::with_capacity(self.size_hint());
         // Span.name = 5, Span.attributes = 9; KeyValue.key = 1, KeyValue.value = 2;
         // AnyValue.string_value = 1, AnyValue.int_value = 3.
         len_field(5, HIT_SPAN_NAME.len(), &mut span);
@@ -521,12 +538,11 @@ impl HitResponse {
     /// The same hit as OTLP JSON, written directly: default fields left out (as OTLP JSON
     /// allows) and 64-bit integers as strings.
     pub fn encode_json(&self) -> Vec<u8> {
-        use std::io::Write as _;
+        // Writing into a Vec cannot fail.
         fn string(out: &mut Vec<u8>, s: &str) {
-            // Writing a string into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, s);
         }
-        let mut out = Vec::with_capacity(512);
+        let mut out = Vec::with_capacity(self.size_hint());
         out.extend_from_slice(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"#);
         string(&mut out, HIT_SPAN_NAME);
         out.extend_from_slice(br#","attributes":["#);
@@ -543,8 +559,9 @@ impl HitResponse {
                     string(&mut out, s);
                 }
                 HitValue::Int(i) => {
-                    // Writing into a Vec cannot fail.
-                    let _ = write!(out, r#","value":{{"intValue":"{i}""#);
+                    out.extend_from_slice(br#","value":{"intValue":""#);
+                    let _ = serde_json::to_writer(&mut out, &i);
+                    out.push(b'"');
                 }
             }
             out.extend_from_slice(b"}}");
