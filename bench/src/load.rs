@@ -472,13 +472,10 @@ fn others_ticks() -> u64 {
         })
         .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
         .filter_map(|stat| {
-            let fields: Vec<u64> = stat[stat.rfind(')')? + 1..]
-                .split_whitespace()
-                .skip(11)
-                .take(4)
-                .filter_map(|v| v.parse().ok())
-                .collect();
-            Some(fields.iter().sum::<u64>())
+            // utime, stime, cutime, cstime: fields 14 to 17, the 12th to 15th after the name.
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            let fields = after_name.split_whitespace().skip(11).take(4);
+            Some(fields.filter_map(|v| v.parse::<u64>().ok()).sum::<u64>())
         })
         .sum()
 }
