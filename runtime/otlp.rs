@@ -46,7 +46,7 @@ async fn received_http(
     request: Request,
 ) -> Result<Received, ApiError> {
     let headers = request.headers();
-    let content_type = header_text(headers, header::CONTENT_TYPE).map(str::to_owned);
+    let encoding = Encoding::from_content_type(header_text(headers, header::CONTENT_TYPE));
     let content_encoding = header_text(headers, header::CONTENT_ENCODING).map(str::to_owned);
     // Inject answers in JSON only when asked to; an export answers in its own encoding.
     let wants_json = signal == Signal::Inject
@@ -57,7 +57,7 @@ async fn received_http(
     Ok(Received {
         signal,
         body,
-        content_type,
+        encoding,
         content_encoding,
         wants_json,
     })

@@ -25,8 +25,10 @@ pub struct Received {
     pub signal: Signal,
     /// The message as received.
     pub body: Bytes,
-    /// `Content-Type`, if any.
-    pub content_type: Option<String>,
+    /// The encoding its `Content-Type` declares (`None`: undeclared, read as either), or why
+    /// the type is not one OTLP uses; the receiver stage refuses the latter, as it refuses a
+    /// body that does not decode.
+    pub encoding: Result<Option<Encoding>, DecodeError>,
     /// `Content-Encoding`, if any.
     pub content_encoding: Option<String>,
     /// Whether the client asked for JSON answers (`Accept` for inject, the request type for
@@ -41,7 +43,7 @@ impl Received {
         Self {
             signal,
             body: message,
-            content_type: Some(Encoding::Protobuf.content_type().to_owned()),
+            encoding: Ok(Some(Encoding::Protobuf)),
             content_encoding: None,
             wants_json: false,
         }

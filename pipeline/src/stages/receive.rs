@@ -68,11 +68,11 @@ fn receive(
     let Received {
         signal,
         body,
-        content_type,
+        encoding,
         content_encoding,
         wants_json,
     } = received;
-    let declared = Encoding::from_content_type(content_type.as_deref())?;
+    let declared = encoding?;
     let limit = config.max_decoded_bytes;
     let inflated = otlp::decompress(&body, content_encoding.as_deref(), limit)?;
     let bytes = inflated.as_deref().unwrap_or(&body);
