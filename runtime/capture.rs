@@ -1,94 +1,110 @@
-//! Writing capture sessions out as case files: on close, on idle expiry and at shutdown.
+//! Closing sessions and writing capture sessions out as case files: on a close request, on
+//! idle expiry and at shutdown. A capture is never thrown away: a case that cannot be written
+//! keeps its session open, and the write is retried.
 
 use crate::state::AppState;
-use softprobe_pipeline::capture::{WriteError, case_document, resolve_case_path, write_atomically};
+use softprobe_pipeline::capture::case_document;
+use softprobe_pipeline::case_file::{WriteError, write_case};
 use softprobe_pipeline::session::Session;
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// How many written captures `GET /v1/captures/{id}` remembers (oldest forgotten first).
 pub const REMEMBERED_CAPTURES: usize = 10_000;
 
+/// A case file as this runtime wrote it: a download checks the file still is that file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenCase {
+    /// Where it was written.
+    pub path: PathBuf,
+    identity: FileIdentity,
+}
+
+/// What tells one file from another that later took its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileIdentity {
+    fn of(meta: &Metadata) -> Self {
+        #[cfg(unix)]
+        let (device, inode) = {
+            use std::os::unix::fs::MetadataExt as _;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (device, inode) = (0, 0);
+        Self {
+            device,
+            inode,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+impl WrittenCase {
+    /// Whether `meta` (of a file opened at this path) is still the file this runtime wrote.
+    pub fn is(&self, meta: &Metadata) -> bool {
+        meta.is_file() && FileIdentity::of(meta) == self.identity
+    }
+}
+
 /// Where recent capture sessions' cases were written.
 #[derive(Debug, Default)]
 pub struct CaptureIndex {
-    written: Mutex<(HashMap<String, PathBuf>, VecDeque<String>)>,
+    written: Mutex<(HashMap<String, WrittenCase>, VecDeque<String>)>,
 }
 
 impl CaptureIndex {
-    fn remember(&self, session_id: &str, path: PathBuf) {
+    fn remember(&self, session_id: &str, written: WrittenCase) {
         let mut guard = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        let (paths, order) = &mut *guard;
-        if paths.insert(session_id.to_owned(), path).is_none() {
+        let (cases, order) = &mut *guard;
+        if cases.insert(session_id.to_owned(), written).is_none() {
             order.push_back(session_id.to_owned());
         }
         while order.len() > REMEMBERED_CAPTURES {
             if let Some(oldest) = order.pop_front() {
-                paths.remove(&oldest);
+                cases.remove(&oldest);
             }
         }
     }
 
-    /// The path a closed capture session's case was written to.
-    pub fn path_of(&self, session_id: &str) -> Option<PathBuf> {
+    /// The case a closed capture session was written to.
+    pub fn case_of(&self, session_id: &str) -> Option<WrittenCase> {
         let guard = self.written.lock().unwrap_or_else(|p| p.into_inner());
         guard.0.get(session_id).cloned()
     }
-}
 
-/// Writes the case of a capture session (blocking file I/O) and remembers where.
-pub fn write_capture(
-    state: &AppState,
-    session: &Session,
-    out: Option<&str>,
-) -> Result<PathBuf, WriteError> {
-    let now = SystemTime::now();
-    let settings = &state.settings;
-    let path = resolve_case_path(
-        out,
-        settings.capture_case_path.as_deref(),
-        &settings.capture_dir,
-        session.id(),
-        now,
-    )?;
-    let captured = session
-        .capture
-        .as_ref()
-        .map(|c| c.contents())
-        .unwrap_or_default();
-    write_atomically(&path, &case_document(session.id(), now, &captured))?;
-    tracing::info!(
-        session_id = session.id(),
-        path = %path.display(),
-        spans = captured.spans,
-        dropped_spans = captured.dropped_spans,
-        "Capture written."
-    );
-    state.captures.remember(session.id(), path.clone());
-    Ok(path)
-}
-
-/// Closes a session: writes its capture (capture mode), then removes it. A failed write leaves
-/// the session open so nothing is lost and the close can be retried.
-pub fn close_session(
-    state: &AppState,
-    session: &Session,
-    out: Option<&str>,
-) -> Result<Option<PathBuf>, CloseError> {
-    let guard = session.lock_writes();
-    if session.is_closed() {
-        return Err(CloseError::AlreadyClosed);
+    /// Whether this runtime wrote the file at `path` (and it has not changed since).
+    fn wrote(&self, path: &Path, meta: &Metadata) -> bool {
+        let guard = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .0
+            .values()
+            .any(|case| case.path == path && case.is(meta))
     }
-    let path = match &session.capture {
-        Some(_) => Some(write_capture(state, session, out).map_err(CloseError::Write)?),
-        None => None,
-    };
-    guard.mark_closed();
-    drop(guard);
-    state.store.remove(session);
-    Ok(path)
+}
+
+/// Why a session is being closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing<'a> {
+    /// `POST …/close`, with its `?out=`.
+    Request {
+        /// The client's chosen path.
+        out: Option<&'a str>,
+    },
+    /// Idle expiry: closes only if the session is still idle once its write lock is held.
+    Idle,
+    /// Shutdown.
+    Shutdown,
 }
 
 /// Why a close failed.
@@ -97,37 +113,153 @@ pub enum CloseError {
     /// Another close won the race.
     #[error("unknown session")]
     AlreadyClosed,
+    /// An idle session was used again before it could be expired.
+    #[error("the session is in use again")]
+    InUse,
     /// The capture could not be written; the session stays open.
     #[error("write captured case failed: {0}")]
     Write(WriteError),
 }
 
-/// Expires idle sessions, flushing capture sessions first. Run periodically.
+/// Closes a session: seals its capture (exports from then on are refused), writes the case,
+/// then removes the session. A failed write reopens the capture and leaves the session in the
+/// store, so nothing is lost and the close can be retried.
+pub fn close_session(
+    state: &AppState,
+    session: &Session,
+    closing: Closing<'_>,
+) -> Result<Option<PathBuf>, CloseError> {
+    let guard = session.lock_writes();
+    if session.is_closed() {
+        return Err(CloseError::AlreadyClosed);
+    }
+    if closing == Closing::Idle
+        && !state.store.is_idle(session)
+        && session.capture_write_error().is_none()
+    {
+        return Err(CloseError::InUse);
+    }
+    let path = match &session.capture {
+        Some(buffer) => {
+            let now = SystemTime::now();
+            let out = match closing {
+                Closing::Request { out } => out,
+                Closing::Idle | Closing::Shutdown => None,
+            };
+            let captured = buffer.seal();
+            let written = state
+                .settings
+                .case_paths
+                .resolve(out, session.id(), now)
+                .and_then(|destination| {
+                    let document = case_document(session.id(), now, &captured);
+                    let meta = write_case(&destination, &document, |path, meta| {
+                        state.captures.wrote(path, meta)
+                    })?;
+                    Ok(WrittenCase {
+                        identity: FileIdentity::of(&meta),
+                        path: destination.path,
+                    })
+                });
+            match written {
+                Ok(written) => {
+                    tracing::info!(
+                        session_id = session.id(),
+                        path = %written.path.display(),
+                        spans = captured.spans,
+                        dropped_spans = captured.dropped_spans,
+                        "Capture written."
+                    );
+                    state.captures.remember(session.id(), written.clone());
+                    Some(written.path)
+                }
+                Err(err) => {
+                    buffer.unseal();
+                    // A path the client chose and the runtime refused is the client's to fix;
+                    // any other failure keeps the capture for a retry.
+                    if !err.is_refused_path() {
+                        state.metrics.capture_write_failed();
+                        session.set_capture_write_error(Some(err.to_string()));
+                    }
+                    return Err(CloseError::Write(err));
+                }
+            }
+        }
+        None => None,
+    };
+    guard.mark_closed();
+    drop(guard);
+    state.store.remove(session);
+    Ok(path)
+}
+
+/// Expires idle sessions, writing capture sessions' cases first; retries failed writes.
+/// Run periodically.
 pub fn expire_idle(state: &AppState) {
-    for session in state.store.take_idle() {
-        tracing::info!(
-            session_id = session.id(),
-            mode = session.mode().as_str(),
-            "Idle session expired."
-        );
-        if session.capture.is_some()
-            && let Err(err) = write_capture(state, &session, None)
-        {
-            tracing::error!(session_id = session.id(), %err, "Capture of an expired session could not be written.");
+    for session in state.store.expiring() {
+        match close_session(state, &session, Closing::Idle) {
+            Ok(_) => tracing::info!(
+                session_id = session.id(),
+                mode = session.mode().as_str(),
+                "Idle session expired."
+            ),
+            Err(CloseError::AlreadyClosed | CloseError::InUse) => {}
+            Err(err) => tracing::error!(
+                session_id = session.id(),
+                %err,
+                "Capture of an idle session could not be written; kept and retried at the next sweep."
+            ),
         }
     }
 }
 
-/// Writes every open capture session's case (at shutdown).
+/// Writes every open capture session's case (at shutdown). A case that cannot be written where
+/// it belongs is spilled to [`spill_dir`], so stopping never loses a capture.
 pub fn flush_all(state: &AppState) {
     for session in state.store.list() {
-        if session.capture.is_some() {
-            match close_session(state, &session, None) {
-                Ok(_) | Err(CloseError::AlreadyClosed) => {}
-                Err(err) => {
-                    tracing::error!(session_id = session.id(), %err, "Capture could not be flushed at shutdown.")
-                }
-            }
+        if session.capture.is_none() {
+            continue;
         }
+        match close_session(state, &session, Closing::Shutdown) {
+            Ok(_) | Err(CloseError::AlreadyClosed | CloseError::InUse) => {}
+            Err(err) => spill(&session, &err),
+        }
+    }
+}
+
+/// Where shutdown writes the cases it could not write to their place:
+/// `$TMPDIR/softprobe-unwritten-captures/`.
+pub fn spill_dir() -> PathBuf {
+    std::env::temp_dir().join("softprobe-unwritten-captures")
+}
+
+fn spill(session: &Session, err: &CloseError) {
+    let Some(buffer) = &session.capture else {
+        return;
+    };
+    let now = SystemTime::now();
+    let destination = softprobe_pipeline::case_file::CasePaths {
+        capture_dir: spill_dir(),
+        template: None,
+        out_anywhere: false,
+    }
+    .resolve(None, session.id(), now);
+    let written = destination.and_then(|destination| {
+        let document = case_document(session.id(), now, &buffer.seal());
+        write_case(&destination, &document, |_, _| false).map(|_| destination.path)
+    });
+    match written {
+        Ok(path) => tracing::error!(
+            session_id = session.id(),
+            %err,
+            spilled_to = %path.display(),
+            "Capture could not be written at shutdown; written to the spill directory instead."
+        ),
+        Err(spill_err) => tracing::error!(
+            session_id = session.id(),
+            %err,
+            %spill_err,
+            "Capture could not be written at shutdown, nor spilled."
+        ),
     }
 }

@@ -476,6 +476,24 @@ pub struct ServeArgs {
     /// Span bytes (protobuf-encoded size) a capture session keeps; more are dropped likewise.
     #[arg(long, env = "SOFTPROBE_CAPTURE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub capture_max_bytes: usize,
+    /// Let a close request's `?out=` write anywhere the process may, not only inside
+    /// --capture-dir (for a local, single-user runtime).
+    #[arg(long, env = "SOFTPROBE_CAPTURE_OUT_ANYWHERE")]
+    pub capture_out_anywhere: bool,
+    /// Open connections across both listeners; more are closed at once.
+    #[arg(long, env = "SOFTPROBE_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (and, on HTTP/1.1, to start its next
+    /// request on a kept-alive connection).
+    #[arg(long, env = "SOFTPROBE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection that moves no byte for this long is closed.
+    #[arg(long, env = "SOFTPROBE_IDLE_CONNECTION_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_connection_timeout: Duration,
+    /// On SIGTERM/SIGINT: open captures are written first, then in-flight requests get the rest
+    /// of this time, then the process exits.
+    #[arg(long, env = "SOFTPROBE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 /// The tracing filter: `RUST_LOG` when set, else `SOFTPROBE_LOG_LEVEL` (`debug`, `info`,

@@ -2,9 +2,11 @@
 //! receivers), and the command line around it.
 
 pub mod api;
+pub mod auth;
 pub mod capture;
 pub mod cli;
 pub mod commands;
+pub mod connections;
 pub mod metrics;
 pub mod otlp;
 pub mod proto;

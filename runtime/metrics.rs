@@ -7,7 +7,7 @@ use softprobe_pipeline::store::SessionStore;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the inject latency histogram buckets.
@@ -37,6 +37,9 @@ pub struct Metrics {
     latency_sum_nanos: AtomicU64,
     extract_spans: AtomicU64,
     refused_spans: Mutex<BTreeMap<&'static str, u64>>,
+    connections_open: AtomicI64,
+    connections_refused: AtomicU64,
+    capture_write_failures: AtomicU64,
 }
 
 fn mode_slot(mode: Mode) -> usize {
@@ -85,6 +88,21 @@ impl Metrics {
     pub fn refused_spans(&self, reason: &'static str, spans: u64) {
         let mut refused = self.refused_spans.lock().unwrap_or_else(|p| p.into_inner());
         *refused.entry(reason).or_default() += spans;
+    }
+
+    /// Counts connections opened (1) or closed (-1).
+    pub fn connection_opened(&self, delta: i64) {
+        self.connections_open.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed at accept because the connection limit was reached.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a case that could not be written (the capture is kept and retried).
+    pub fn capture_write_failed(&self) {
+        self.capture_write_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -213,6 +231,41 @@ impl Metrics {
                 out,
                 "softprobe_refused_spans_total{{reason=\"{reason}\"}} {n}"
             );
+        }
+
+        let pending = store
+            .list()
+            .iter()
+            .filter(|session| session.capture_write_error().is_some())
+            .count();
+        for (name, help, kind, value) in [
+            (
+                "softprobe_open_connections",
+                "Connections open on both listeners.",
+                "gauge",
+                self.connections_open.load(Ordering::Relaxed).max(0) as u64,
+            ),
+            (
+                "softprobe_refused_connections_total",
+                "Connections closed at accept because --max-connections was reached.",
+                "counter",
+                load(&self.connections_refused),
+            ),
+            (
+                "softprobe_capture_write_failures_total",
+                "Case writes that failed (the capture is kept and retried).",
+                "counter",
+                load(&self.capture_write_failures),
+            ),
+            (
+                "softprobe_captures_pending_write",
+                "Capture sessions whose last case write failed, kept for a retry.",
+                "gauge",
+                pending as u64,
+            ),
+        ] {
+            header(&mut out, name, help, kind);
+            let _ = writeln!(out, "{name} {value}");
         }
         out
     }

@@ -27,11 +27,16 @@ use tower::ServiceExt as _;
 /// The miss body, as the reference runtime words it.
 const NO_INJECT_MATCH: &str = r#"{"error":"no inject match"}"#;
 
-/// The OTLP/HTTP routes, merged into the HTTP API under its auth.
+/// The inject route: the proxy asks what one hop gets.
+pub const INJECT_PATH: &str = "/v1/inject";
+/// The OTLP/HTTP traces route.
+pub const TRACES_PATH: &str = "/v1/traces";
+
+/// The OTLP/HTTP routes, merged into the HTTP API.
 pub fn http_routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/inject", post(inject_http))
-        .route("/v1/traces", post(traces_http))
+        .route(INJECT_PATH, post(inject_http))
+        .route(TRACES_PATH, post(traces_http))
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

@@ -1,14 +1,17 @@
-//! `softprobe serve`: binds the listeners, runs until SIGINT/SIGTERM, then flushes captures.
+//! `softprobe serve`: binds the listeners, builds the HTTP and gRPC stacks, runs until
+//! SIGINT/SIGTERM, then writes open captures and drains within the shutdown deadline.
 
+use crate::auth::{self, Token};
 use crate::capture;
 use crate::cli::ServeArgs;
+use crate::connections::{self, ConnectionBudget, ConnectionLimits};
 use crate::proto::raw::inject_service_server::InjectServiceServer;
 use crate::proto::raw::trace_service_server::TraceServiceServer;
 use crate::state::{AppState, Settings};
 use crate::{api, otlp, proto};
 use axum::Router;
-use axum::serve::ListenerExt as _;
 use softprobe_pipeline::capture::CaptureLimits;
+use softprobe_pipeline::case_file::CasePaths;
 use softprobe_pipeline::store::{SessionStore, StoreLimits};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +20,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,8 @@ pub struct Server {
     http: TcpListener,
     grpc: TcpListener,
     idle_timeout: Duration,
+    limits: ConnectionLimits,
+    shutdown_timeout: Duration,
 }
 
 impl Server {
@@ -60,13 +66,12 @@ impl Server {
             },
         });
         let settings = Settings {
-            api_token: args
-                .api_token
-                .clone()
-                .filter(|t| !t.trim().is_empty())
-                .map(|t| t.trim().to_owned()),
-            capture_dir: args.capture_dir.clone(),
-            capture_case_path: args.capture_case_path.clone(),
+            api_token: args.api_token.clone(),
+            case_paths: CasePaths {
+                capture_dir: args.capture_dir.clone(),
+                template: args.capture_case_path.clone(),
+                out_anywhere: args.capture_out_anywhere,
+            },
             max_body_bytes: args.max_body_bytes,
         };
         let bind = |addr: SocketAddr| async move {
@@ -79,6 +84,12 @@ impl Server {
             http: bind(args.listen).await?,
             grpc: bind(args.grpc_listen).await?,
             idle_timeout: args.session_idle_timeout,
+            limits: ConnectionLimits {
+                max_connections: args.max_connections,
+                header_read_timeout: args.header_read_timeout,
+                idle_timeout: args.idle_connection_timeout,
+            },
+            shutdown_timeout: args.shutdown_timeout,
         })
     }
 
@@ -96,67 +107,122 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown` resolves, then writes out open capture sessions.
+    /// Serves until `shutdown` resolves, then stops within the shutdown deadline: it stops
+    /// accepting, writes every open capture, lets in-flight requests finish in the time left,
+    /// and closes what is still open.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let state = self.state;
-        let app = axum::ServiceExt::into_make_service(http_service(state.clone()));
         tracing::info!(
             http = %self.http.local_addr()?,
             grpc = %self.grpc.local_addr()?,
             auth = state.settings.api_token.is_some(),
             "Runtime listening."
         );
-        // One signal stops both servers; each drains its in-flight requests.
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
+        let budget = ConnectionBudget::new(self.limits, state.metrics.clone());
+        let http = tokio::spawn(connections::serve(
+            self.http,
+            hyper_http_service(state.clone()),
+            budget.clone(),
+            stopped.clone(),
+        ));
+        let grpc = tokio::spawn(connections::serve(
+            self.grpc,
+            grpc_service(state.clone()),
+            budget,
+            stopped,
+        ));
         let sweeper = tokio::spawn(sweep_idle_sessions(state.clone(), self.idle_timeout));
-        // Inject answers are small and latency-bound: never let Nagle hold them back.
-        let grpc_incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
-        let grpc = grpc_server(state.clone())
-            .serve_with_incoming_shutdown(grpc_incoming, wait(stopped.clone()));
-        let http_listener = self.http.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let http = axum::serve(http_listener, app).with_graceful_shutdown(wait(stopped));
-        let signal = async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        };
-        let (http, grpc, ()) = tokio::join!(http, grpc, signal);
+
+        shutdown.await;
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let _ = stop.send(true);
         sweeper.abort();
-        http?;
-        grpc.map_err(|err| ServeError::Grpc(err.to_string()))?;
-        let flushing = state.clone();
-        let _ = tokio::task::spawn_blocking(move || capture::flush_all(&flushing)).await;
+        // Captures first: whatever happens to the requests still in flight, an orchestrator's
+        // SIGKILL after the deadline finds every case written. Exports that arrive from now on
+        // are refused in their answers, not lost.
+        flush_captures(&state).await;
+        let mut open = tokio::task::JoinSet::new();
+        for listener in [http, grpc] {
+            let mut connections = listener
+                .await
+                .map_err(|err| ServeError::Io(std::io::Error::other(err)))?;
+            open.spawn(async move { while connections.join_next().await.is_some() {} });
+        }
+        let drained = tokio::time::timeout_at(deadline, async {
+            while open.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                timeout = ?self.shutdown_timeout,
+                "Shutdown deadline reached; closing connections with requests still in flight."
+            );
+            open.abort_all();
+        }
+        // A capture session created by a request that was still in flight above.
+        flush_captures(&state).await;
         tracing::info!("Runtime stopped.");
         Ok(())
     }
 }
 
-/// The complete HTTP service: control API plus the OTLP routes, sharing one store.
-pub fn http_service(state: AppState) -> HttpService {
-    HttpService {
-        router: api::router(state.clone(), otlp::http_routes()),
-        state,
-    }
+async fn flush_captures(state: &AppState) {
+    let flushing = state.clone();
+    let _ = tokio::task::spawn_blocking(move || capture::flush_all(&flushing)).await;
 }
 
-/// The HTTP API. `POST /v1/inject` and `POST /v1/traces` (every proxied hop, every export)
-/// go straight to their handlers; the router's matching, extensions and boxed services were a
-/// fifth of an inject's CPU. Everything else, and everything when a token is configured (auth
-/// is a router layer), goes through the router, which serves the same two handlers.
+/// The HTTP stack, as a service of axum requests (tests drive it without a socket).
+pub type HttpService =
+    BoxCloneSyncService<axum::extract::Request, axum::response::Response, std::convert::Infallible>;
+
+/// The HTTP stack every request on `--listen` passes through, outermost first.
+pub fn http_service(state: AppState) -> HttpService {
+    let token = Token::from_setting(state.settings.api_token.as_deref());
+    let service = ServiceBuilder::new()
+        // auth: the bearer token on every `/v1/` route, the OTLP ones included, checked before
+        // routing so an unauthenticated client learns nothing about routes or sessions
+        .option_layer(auth::layer::<auth::Http>(token.as_ref()))
+        // routes: the two OTLP hot paths straight to their handlers, the rest through the router
+        .service(Routes {
+            router: api::router(state.clone(), otlp::http_routes()),
+            state,
+        });
+    BoxCloneSyncService::new(service)
+}
+
+/// The HTTP stack over hyper's request bodies.
+fn hyper_http_service(
+    state: AppState,
+) -> impl tower::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
++ Send
++ 'static {
+    ServiceBuilder::new()
+        .map_request(|request: hyper::Request<hyper::body::Incoming>| {
+            request.map(axum::body::Body::new)
+        })
+        .service(http_service(state))
+}
+
+/// The routes of the HTTP listener. `POST /v1/inject` and `POST /v1/traces` (every proxied
+/// hop, every export) go straight to their handlers; the router's matching, extensions and
+/// boxed services were a fifth of an inject's CPU. Everything else goes through the router,
+/// which serves the same two handlers.
 #[derive(Clone)]
-pub struct HttpService {
+struct Routes {
     router: Router,
     state: AppState,
 }
 
-impl tower::Service<axum::extract::Request> for HttpService {
+impl tower::Service<axum::extract::Request> for Routes {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -166,14 +232,13 @@ impl tower::Service<axum::extract::Request> for HttpService {
     }
 
     fn call(&mut self, request: axum::extract::Request) -> Self::Future {
-        let open = self.state.settings.api_token.is_none();
-        if open && request.method() == axum::http::Method::POST {
+        if request.method() == axum::http::Method::POST {
             let state = axum::extract::State(self.state.clone());
             match request.uri().path() {
-                "/v1/inject" => {
+                otlp::INJECT_PATH => {
                     return Box::pin(async { Ok(otlp::inject_http(state, request).await) });
                 }
-                "/v1/traces" => {
+                otlp::TRACES_PATH => {
                     return Box::pin(async { Ok(otlp::traces_http(state, request).await) });
                 }
                 _ => {}
@@ -183,9 +248,20 @@ impl tower::Service<axum::extract::Request> for HttpService {
     }
 }
 
-/// The gRPC server: OTLP `TraceService`, Softprobe's `InjectService` (both accept gzip) and
-/// server reflection for both, so `grpcurl` needs no proto files.
-fn grpc_server(state: AppState) -> tonic::transport::server::Router {
+/// The gRPC stack on `--grpc-listen`, outermost first: OTLP `TraceService`, Softprobe's
+/// `InjectService` (both accept gzip) and server reflection for both, so `grpcurl` needs no
+/// proto files.
+fn grpc_service(
+    state: AppState,
+) -> impl tower::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<tonic::body::Body>,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
++ Send
++ 'static {
+    let token = Token::from_setting(state.settings.api_token.as_deref());
     let limit = state.settings.max_body_bytes;
     let services = otlp::GrpcServices::new(state);
     let traces = TraceServiceServer::new(services.clone())
@@ -194,16 +270,19 @@ fn grpc_server(state: AppState) -> tonic::transport::server::Router {
     let inject = InjectServiceServer::new(services)
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limit);
-    let reflection = tonic_reflection::server::Builder::configure()
+    let mut routes = tonic::service::Routes::new(traces).add_service(inject);
+    match tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(opentelemetry_proto::DESCRIPTORS)
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|err| tracing::error!(%err, "gRPC reflection unavailable."))
-        .ok();
-    tonic::transport::Server::builder()
-        .add_service(traces)
-        .add_service(inject)
-        .add_optional_service(reflection)
+    {
+        Ok(reflection) => routes = routes.add_service(reflection),
+        Err(err) => tracing::error!(%err, "gRPC reflection unavailable."),
+    }
+    ServiceBuilder::new()
+        // auth: the same bearer token as HTTP, as gRPC statuses; reflection stays open
+        .option_layer(auth::layer::<auth::Grpc>(token.as_ref()))
+        .service(routes.prepare())
 }
 
 /// Checks for idle sessions a few times per timeout period (at most every 30 s).

@@ -1,6 +1,7 @@
 //! Shared state of the HTTP and gRPC servers: one session store behind both API families.
 
 use crate::metrics::Metrics;
+use softprobe_pipeline::case_file::CasePaths;
 use softprobe_pipeline::stages::{Pipeline, PipelineConfig, ReceiveConfig, pipeline};
 use softprobe_pipeline::store::SessionStore;
 use std::path::PathBuf;
@@ -11,10 +12,8 @@ use std::sync::Arc;
 pub struct Settings {
     /// Bearer token guarding `/v1/*`; `None` turns auth off.
     pub api_token: Option<String>,
-    /// Directory for capture cases when neither `?out=` nor a template is given.
-    pub capture_dir: PathBuf,
-    /// `SOFTPROBE_CAPTURE_CASE_PATH` template (`{sessionId}`, `{ts}`, `{mode}`, `file://`).
-    pub capture_case_path: Option<String>,
+    /// Where capture cases are written, and where a client's `?out=` may point.
+    pub case_paths: CasePaths,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
 }
@@ -23,8 +22,11 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             api_token: None,
-            capture_dir: PathBuf::from("captures"),
-            capture_case_path: None,
+            case_paths: CasePaths {
+                capture_dir: PathBuf::from("captures"),
+                template: None,
+                out_anywhere: false,
+            },
             max_body_bytes: 32 * 1024 * 1024,
         }
     }

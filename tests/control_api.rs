@@ -371,11 +371,10 @@ async fn close_accepts_empty_and_empty_object_bodies_then_forgets_the_session() 
 #[tokio::test]
 async fn closing_a_capture_session_writes_a_case() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        capture_dir: dir.path().join("default"),
-        ..Settings::default()
-    };
-    let app = App::with(StoreLimits::default(), settings);
+    let app = App::with(
+        StoreLimits::default(),
+        captures_in(&dir.path().join("default")),
+    );
 
     let id = app.session("capture").await;
     let (status, closed) = app
@@ -391,28 +390,123 @@ async fn closing_a_capture_session_writes_a_case() {
     assert_eq!(case["traces"], json!([]));
     assert!(case["createdAt"].as_str().unwrap().ends_with('Z'));
 
+    // `?out=` inside the capture directory, absolute or relative to it.
     let id = app.session("capture").await;
-    let out = dir.path().join("chosen/{mode}-{sessionId}.json");
+    let out = dir.path().join("default/chosen/{mode}-{sessionId}.json");
     let query = format!(
         "/v1/sessions/{id}/close?out={}",
         urlencode(&out.display().to_string())
     );
     let (_, closed) = app.call("POST", &query, "{}").await;
-    let written = dir.path().join(format!("chosen/capture-{id}.json"));
+    let written = dir.path().join(format!("default/chosen/capture-{id}.json"));
     assert_eq!(closed["capturePath"], written.display().to_string());
     assert!(written.exists());
+    let id = app.session("capture").await;
+    let query = format!("/v1/sessions/{id}/close?out=relative/{{sessionId}}.json");
+    let (_, closed) = app.call("POST", &query, "{}").await;
+    let written = dir.path().join(format!("default/relative/{id}.json"));
+    assert_eq!(closed["capturePath"], written.display().to_string());
+}
+
+fn captures_in(dir: &std::path::Path) -> Settings {
+    Settings {
+        case_paths: softprobe_pipeline::case_file::CasePaths {
+            capture_dir: dir.to_owned(),
+            template: None,
+            out_anywhere: false,
+        },
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn a_client_out_never_leaves_the_capture_dir_nor_follows_links() {
+    let root = tempfile::tempdir().unwrap();
+    let captures = root.path().join("captures");
+    let outside = root.path().join("outside");
+    std::fs::create_dir_all(&captures).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, captures.join("link")).unwrap();
+    std::fs::write(captures.join("theirs.json"), "not ours").unwrap();
+    let app = App::with(StoreLimits::default(), captures_in(&captures));
+    let id = app.session("capture").await;
+    let escape = outside.join("x.json").display().to_string();
+    for (out, says) in [
+        ("../outside/x.json", "outside the capture directory"),
+        ("a/../../outside/x.json", "outside the capture directory"),
+        (escape.as_str(), "outside the capture directory"),
+        ("link/x.json", "is a symbolic link"),
+        (
+            "theirs.json",
+            "already exists and was not written by this runtime",
+        ),
+    ] {
+        let query = format!("/v1/sessions/{id}/close?out={}", urlencode(out));
+        let response = app.call("POST", &query, "").await;
+        let message = assert_error(&response, StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(message.contains(says), "{out}: {message}");
+        assert!(message.contains("the session stays open"), "{message}");
+    }
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_to_string(captures.join("theirs.json")).unwrap(),
+        "not ours"
+    );
+    // Still open and closable where it may write.
+    let (status, closed) = app
+        .call(
+            "POST",
+            &format!("/v1/sessions/{id}/close?out=mine.json"),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    // A file this runtime wrote may be written again by a later session.
+    let again = app.session("capture").await;
+    let (status, closed) = app
+        .call(
+            "POST",
+            &format!("/v1/sessions/{again}/close?out=mine.json"),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+}
+
+#[tokio::test]
+async fn a_download_serves_only_the_file_the_runtime_wrote() {
+    let root = tempfile::tempdir().unwrap();
+    let app = App::with(StoreLimits::default(), captures_in(root.path()));
+    let id = app.session("capture").await;
+    let (_, closed) = app
+        .call("POST", &format!("/v1/sessions/{id}/close"), "")
+        .await;
+    let path = std::path::PathBuf::from(closed["capturePath"].as_str().unwrap());
+    let (status, case) = app.call("GET", &format!("/v1/captures/{id}"), "").await;
+    assert_eq!(status, StatusCode::OK, "{case}");
+    assert_eq!(case["caseId"], id.as_str());
+    // Swap the case for a link to another file: the download refuses it.
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, r#"{"secret":true}"#).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    let response = app.call("GET", &format!("/v1/captures/{id}"), "").await;
+    let message = assert_error(&response, StatusCode::GONE, "capture_changed");
+    assert!(message.contains("replaced or changed"), "{message}");
 }
 
 #[tokio::test]
 async fn a_failed_capture_write_keeps_the_session_open() {
     let dir = tempfile::tempdir().unwrap();
-    let blocker = dir.path().join("a-file");
-    std::fs::write(&blocker, "not a directory").unwrap();
-    let app = App::new();
+    std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
+    let app = App::with(StoreLimits::default(), captures_in(dir.path()));
     let id = app.session("capture").await;
-    let out = urlencode(&blocker.join("case.json").display().to_string());
     let response = app
-        .call("POST", &format!("/v1/sessions/{id}/close?out={out}"), "")
+        .call(
+            "POST",
+            &format!("/v1/sessions/{id}/close?out=a-file/case.json"),
+            "",
+        )
         .await;
     let message = assert_error(
         &response,
@@ -429,9 +523,10 @@ async fn a_failed_capture_write_keeps_the_session_open() {
             .0,
         StatusCode::OK
     );
-    let out = urlencode(&dir.path().join("ok.json").display().to_string());
+    // Nothing but the blocker and nothing half-written is left in the directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     assert_eq!(
-        app.call("POST", &format!("/v1/sessions/{id}/close?out={out}"), "")
+        app.call("POST", &format!("/v1/sessions/{id}/close?out=ok.json"), "")
             .await
             .0,
         StatusCode::OK

@@ -403,38 +403,16 @@ async fn malformed_grpc_messages_are_refused_with_the_reason() {
 
 #[tokio::test]
 async fn grpc_reflection_lists_both_services() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let h = Harness::start(&[]).await;
-    let grpc = format!("http://{}", h.runtime.grpc_addr);
-    let channel = tonic::transport::Endpoint::from_shared(grpc)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        message_request: Some(MessageRequest::ListServices(String::new())),
-        ..Default::default()
-    };
-    let stream = tokio_stream::iter(vec![request]);
-    let mut answers = client
-        .server_reflection_info(stream)
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("{answer:?}")
-    };
-    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    let names = support::reflection_services(h.runtime.grpc_addr).await;
     for service in [
         "softprobe.v1.InjectService",
         "opentelemetry.proto.collector.trace.v1.TraceService",
     ] {
-        assert!(names.contains(&service), "{service} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
     }
     h.runtime.stop().await;
 }

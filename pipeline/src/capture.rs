@@ -4,7 +4,6 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -28,10 +27,20 @@ impl Default for CaptureLimits {
 }
 
 /// The buffered trace documents of one capture session, in arrival order.
+///
+/// Closing seals the buffer in the same critical section that takes its contents, so every
+/// span is either in the written case or refused in its export's answer, never acknowledged
+/// and left behind.
 #[derive(Debug)]
 pub struct CaptureBuffer {
     limits: CaptureLimits,
-    inner: Mutex<Captured>,
+    inner: Mutex<Buffer>,
+}
+
+#[derive(Debug, Default)]
+struct Buffer {
+    captured: Captured,
+    sealed: bool,
 }
 
 /// What a capture session recorded.
@@ -66,14 +75,20 @@ impl Captured {
     }
 }
 
-/// A trace document was refused because the session's buffer is full.
+/// Why a trace document was not appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("capture buffer full ({limit}); {spans} spans dropped")]
-pub struct BufferFull {
-    /// Which limit was hit.
-    pub limit: &'static str,
-    /// Spans dropped by this refusal.
-    pub spans: usize,
+pub enum PushError {
+    /// A limit of the session's buffer was reached; the spans are dropped and counted.
+    #[error("capture buffer full ({limit}); {spans} spans dropped")]
+    Full {
+        /// Which limit was hit.
+        limit: &'static str,
+        /// Spans dropped by this refusal.
+        spans: usize,
+    },
+    /// The session is closing: its case is being written without these spans.
+    #[error("the session is closing")]
+    Sealed,
 }
 
 impl CaptureBuffer {
@@ -81,20 +96,24 @@ impl CaptureBuffer {
     pub fn new(limits: CaptureLimits) -> Self {
         Self {
             limits,
-            inner: Mutex::new(Captured::default()),
+            inner: Mutex::new(Buffer::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Captured> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends one protobuf-encoded trace document of `spans` spans, or refuses it whole.
-    pub fn push(&self, encoded: Bytes, spans: usize) -> Result<(), BufferFull> {
+    pub fn push(&self, encoded: Bytes, spans: usize) -> Result<(), PushError> {
         let bytes = encoded.len();
-        let mut captured = self.lock();
+        let mut buffer = self.lock();
+        if buffer.sealed {
+            return Err(PushError::Sealed);
+        }
+        let captured = &mut buffer.captured;
         let limit = if captured.spans + spans > self.limits.max_spans {
             Some("max spans per session")
         } else if captured.bytes + bytes > self.limits.max_bytes {
@@ -104,7 +123,7 @@ impl CaptureBuffer {
         };
         if let Some(limit) = limit {
             captured.dropped_spans += spans as u64;
-            return Err(BufferFull { limit, spans });
+            return Err(PushError::Full { limit, spans });
         }
         captured.encoded.push(encoded);
         captured.spans += spans;
@@ -114,13 +133,26 @@ impl CaptureBuffer {
 
     /// A copy of what is buffered (for `GET /v1/captures/{id}` of a live session).
     pub fn contents(&self) -> Captured {
-        self.lock().clone()
+        self.lock().captured.clone()
+    }
+
+    /// Stops intake and returns everything accepted until now: later pushes are refused.
+    pub fn seal(&self) -> Captured {
+        let mut buffer = self.lock();
+        buffer.sealed = true;
+        buffer.captured.clone()
+    }
+
+    /// Reopens intake after a case could not be written, so the session goes on capturing
+    /// and its close can be retried.
+    pub fn unseal(&self) {
+        self.lock().sealed = false;
     }
 
     /// Spans buffered so far and spans dropped so far.
     pub fn counts(&self) -> (usize, u64) {
-        let captured = self.lock();
-        (captured.spans, captured.dropped_spans)
+        let buffer = self.lock();
+        (buffer.captured.spans, buffer.captured.dropped_spans)
     }
 }
 
@@ -141,81 +173,6 @@ pub fn case_document(case_id: &str, created_at: SystemTime, captured: &Captured)
     case
 }
 
-/// Why a case could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The path template names a storage scheme this runtime does not write to.
-    #[error("unsupported scheme {0:?} in the capture path; use a local path or file://")]
-    UnsupportedScheme(String),
-    /// The file system refused.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The path being written.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
-
-/// Resolves where a capture session's case goes.
-///
-/// `out` (the close request's `?out=`) wins, then `template` (`SOFTPROBE_CAPTURE_CASE_PATH`),
-/// then `<capture_dir>/{sessionId}.case.json`. Templates may use `{sessionId}`, `{ts}`
-/// (`20260405T120000Z`) and `{mode}`, and may be `file://` URLs.
-pub fn resolve_case_path(
-    out: Option<&str>,
-    template: Option<&str>,
-    capture_dir: &Path,
-    session_id: &str,
-    now: SystemTime,
-) -> Result<PathBuf, WriteError> {
-    let raw = match (out.map(str::trim).filter(|o| !o.is_empty()), template) {
-        (Some(out), _) => out.to_owned(),
-        (None, Some(template)) if !template.trim().is_empty() => template.trim().to_owned(),
-        _ => return Ok(capture_dir.join(format!("{session_id}.case.json"))),
-    };
-    let ts: String = humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
-        .collect();
-    let expanded = raw
-        .replace("{sessionId}", session_id)
-        .replace("{ts}", &ts)
-        .replace("{mode}", "capture");
-    match expanded.split_once("://") {
-        None => Ok(PathBuf::from(expanded)),
-        Some(("file", rest)) => Ok(PathBuf::from(rest)),
-        Some((scheme, _)) => Err(WriteError::UnsupportedScheme(scheme.to_owned())),
-    }
-}
-
-/// Writes `document` to `path` atomically: a temporary file beside it, then a rename, so a
-/// reader never sees half a case.
-pub fn write_atomically(path: &Path, document: &Value) -> Result<(), WriteError> {
-    let io = |source| WriteError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io)?;
-    let mut bytes = serde_json::to_vec_pretty(document).map_err(|e| io(e.into()))?;
-    bytes.push(b'\n');
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let temporary = parent.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    std::fs::write(&temporary, &bytes).map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(|err| {
-        let _ = std::fs::remove_file(&temporary);
-        io(err)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +187,13 @@ mod tests {
         let trace = Bytes::new;
         buffer.push(trace(), 2).unwrap();
         let err = buffer.push(trace(), 1).unwrap_err();
-        assert_eq!(err.limit, "max spans per session");
+        assert_eq!(
+            err,
+            PushError::Full {
+                limit: "max spans per session",
+                spans: 1
+            }
+        );
         let captured = buffer.contents();
         assert_eq!((captured.spans, captured.dropped_spans), (2, 1));
         let case = case_document("c", SystemTime::UNIX_EPOCH, &captured);
@@ -239,44 +202,17 @@ mod tests {
     }
 
     #[test]
-    fn paths_follow_out_then_template_then_dir() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_775_390_400);
-        let dir = Path::new("caps");
-        let p = |out, template| resolve_case_path(out, template, dir, "sess_1", now);
-        assert_eq!(p(None, None).unwrap(), Path::new("caps/sess_1.case.json"));
+    fn a_sealed_buffer_refuses_and_keeps_what_it_had() {
+        let buffer = CaptureBuffer::new(CaptureLimits::default());
+        buffer.push(Bytes::from_static(b"a"), 1).unwrap();
+        let sealed = buffer.seal();
+        assert_eq!(sealed.spans, 1);
         assert_eq!(
-            p(None, Some("{mode}-{sessionId}-{ts}.json")).unwrap(),
-            Path::new("capture-sess_1-20260405T120000Z.json")
+            buffer.push(Bytes::from_static(b"b"), 1),
+            Err(PushError::Sealed)
         );
-        assert_eq!(
-            p(Some(" x.json "), Some("t.json")).unwrap(),
-            Path::new("x.json")
-        );
-        assert_eq!(
-            p(None, Some("file:///d/o.json")).unwrap(),
-            Path::new("/d/o.json")
-        );
-        let err = p(None, Some("s3://b/k")).unwrap_err();
-        assert!(
-            err.to_string().contains("unsupported scheme \"s3\""),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn writes_replace_whole_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested/case.json");
-        write_atomically(&path, &json!({"a":1})).unwrap();
-        write_atomically(&path, &json!({"a":2})).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(&text).unwrap(),
-            json!({"a":2})
-        );
-        assert_eq!(
-            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
-            1
-        );
+        buffer.unseal();
+        buffer.push(Bytes::from_static(b"c"), 1).unwrap();
+        assert_eq!(buffer.counts(), (2, 0));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod case;
+pub mod case_file;
 #[cfg(test)]
 mod corrupt;
 pub mod document;

@@ -106,6 +106,9 @@ pub struct Session {
     pub stats: Stats,
     /// The capture buffer (capture sessions only).
     pub capture: Option<crate::capture::CaptureBuffer>,
+    /// Why the last attempt to write this capture's case failed; the session is kept and the
+    /// write retried until it succeeds.
+    write_error: Mutex<Option<String>>,
 }
 
 /// Holding this serializes writers of one session (rules, policy, case, close).
@@ -131,6 +134,7 @@ impl Session {
             last_used_ms: AtomicU64::new(now_ms),
             stats: Stats::default(),
             capture: (mode == Mode::Capture).then(|| crate::capture::CaptureBuffer::new(capture)),
+            write_error: Mutex::new(None),
         }
     }
 
@@ -170,6 +174,22 @@ impl Session {
 
     pub(crate) fn last_used_ms(&self) -> u64 {
         self.last_used_ms.load(Ordering::Relaxed)
+    }
+
+    /// Why the last case write failed, while it has not succeeded since.
+    pub fn capture_write_error(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the outcome of a case write (`None`: it succeeded).
+    pub fn set_capture_write_error(&self, error: Option<String>) {
+        *self
+            .write_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
     }
 
     /// Takes the session's write lock.

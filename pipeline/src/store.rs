@@ -189,28 +189,22 @@ impl SessionStore {
         }
     }
 
-    /// Removes and returns the sessions idle for longer than the idle timeout. The caller
-    /// flushes capture sessions among them.
-    pub fn take_idle(&self) -> Vec<Arc<Session>> {
-        let now = self.now_ms();
+    /// Whether a session has been unused for longer than the idle timeout.
+    pub fn is_idle(&self, session: &Session) -> bool {
         let timeout = self.limits.idle_timeout.as_millis() as u64;
-        let idle: Vec<Arc<Session>> = self
-            .sessions
+        self.now_ms().saturating_sub(session.last_used_ms()) > timeout
+    }
+
+    /// The sessions to expire now: idle ones, and capture sessions whose case could not be
+    /// written before (retried at every sweep). The caller closes them.
+    pub fn expiring(&self) -> Vec<Arc<Session>> {
+        self.sessions
             .iter()
-            .filter(|entry| now.saturating_sub(entry.value().last_used_ms()) > timeout)
-            .map(|entry| entry.value().clone())
-            .collect();
-        idle.into_iter()
-            .filter(|session| {
-                let guard = session.lock_writes();
-                let still_idle = now.saturating_sub(session.last_used_ms()) > timeout;
-                let taken = still_idle && guard.mark_closed();
-                drop(guard);
-                if taken {
-                    self.remove(session);
-                }
-                taken
+            .filter(|entry| {
+                let session = entry.value();
+                self.is_idle(session) || session.capture_write_error().is_some()
             })
+            .map(|entry| entry.value().clone())
             .collect()
     }
 }
@@ -359,20 +353,23 @@ mod tests {
     }
 
     #[test]
-    fn idle_sessions_are_taken_once() {
+    fn idle_sessions_and_failed_writes_are_expiring() {
+        let store = SessionStore::new(StoreLimits {
+            idle_timeout: Duration::from_secs(60),
+            ..StoreLimits::default()
+        });
+        let session = store.create(Mode::Capture, None).unwrap();
+        assert!(store.expiring().is_empty());
+        session.set_capture_write_error(Some("disk full".into()));
+        assert_eq!(store.expiring().len(), 1);
         let store = SessionStore::new(StoreLimits {
             idle_timeout: Duration::ZERO,
             ..StoreLimits::default()
         });
-        let session = store.create(Mode::Capture, None).unwrap();
+        let session = store.create(Mode::Replay, None).unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        let taken = store.take_idle();
-        assert_eq!(taken.len(), 1);
-        assert!(store.take_idle().is_empty());
-        assert!(matches!(
-            store.get(session.id()),
-            Err(StoreError::UnknownSession)
-        ));
+        assert!(store.is_idle(&session));
+        assert_eq!(store.expiring().len(), 1);
     }
 
     #[test]

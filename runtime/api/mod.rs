@@ -43,11 +43,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/sessions/{sessionId}/state"),
     ("POST", "/v1/sessions/{sessionId}/close"),
     ("GET", "/v1/captures/{sessionId}"),
-    ("POST", "/v1/inject"),
-    ("POST", "/v1/traces"),
+    ("POST", crate::otlp::INJECT_PATH),
+    ("POST", crate::otlp::TRACES_PATH),
 ];
 
-/// The HTTP API router. `extra_v1` (the OTLP routes) is merged in, under the same auth.
+/// The HTTP API router. `extra_v1` (the OTLP routes) is merged in. Auth wraps it, in the
+/// server's stack.
 pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
     let control = Router::new()
         .route("/v1/meta", get(meta))
@@ -77,19 +78,13 @@ pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi));
-    let router = Router::new()
+    Router::new()
         .merge(open)
         .merge(control)
         .merge(extra_v1)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    // Outermost, so auth answers before routing decides 404 or 405 (as the reference does);
-    // absent when no token is configured, so an open runtime pays nothing for it.
-    let router = match state.settings.api_token {
-        Some(_) => router.layer(middleware::from_fn_with_state(state.clone(), require_token)),
-        None => router,
-    };
-    router.with_state(state)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -137,47 +132,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         "method_not_allowed",
         format!("method {method} is not allowed on {}", uri.path()),
     )
-}
-
-/// Bearer auth for `/v1/*` when a token is configured: 401 without a `Bearer` token, 403 with
-/// a wrong one. Runs before method checks and session lookups, like the reference runtime.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let guarded = request.uri().path().starts_with("/v1/");
-    if let Some(expected) = state.settings.api_token.as_ref().filter(|_| guarded) {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty());
-        match presented {
-            None => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing_bearer_token",
-                    "missing bearer token: send Authorization: Bearer <SOFTPROBE_API_TOKEN>",
-                )
-                .into_response();
-            }
-            Some(token) if !tokens_equal(token, expected) => {
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "invalid_bearer_token",
-                    "invalid bearer token",
-                )
-                .into_response();
-            }
-            Some(_) => {}
-        }
-    }
-    next.run(request).await
-}
-
-/// Constant-time in the token's content (only the length can be learnt from timing).
-fn tokens_equal(presented: &str, expected: &str) -> bool {
-    use subtle::ConstantTimeEq as _;
-    presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 async fn count_control_request(

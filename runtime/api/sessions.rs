@@ -2,7 +2,7 @@
 
 use super::body::RawBody;
 use super::error::{ApiError, store_error};
-use crate::capture::{CloseError, close_session};
+use crate::capture::{CloseError, Closing, close_session};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -65,7 +65,14 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Value> {
     sessions.sort_by(|a, b| a.id().cmp(b.id()));
     let sessions: Vec<Value> = sessions
         .iter()
-        .map(|s| json!({"sessionId": s.id(), "mode": s.mode(), "sessionRevision": s.snapshot().revision}))
+        .map(|s| {
+            let mut entry = json!({"sessionId": s.id(), "mode": s.mode(), "sessionRevision": s.snapshot().revision});
+            // A capture kept because its case could not be written, and why.
+            if let Some(error) = s.capture_write_error() {
+                entry["captureWriteError"] = json!(error);
+            }
+            entry
+        })
         .collect();
     Json(json!({ "sessions": sessions }))
 }
@@ -224,7 +231,8 @@ pub(super) async fn close(
     let session: Arc<Session> = state.store.get(&id).map_err(|err| store_error("", err))?;
     let closing = state.clone();
     let closed = tokio::task::spawn_blocking(move || {
-        close_session(&closing, &session, query.out.as_deref()).map(|path| (session, path))
+        let out = query.out.as_deref();
+        close_session(&closing, &session, Closing::Request { out }).map(|path| (session, path))
     })
     .await
     .map_err(|err| ApiError::internal(format!("close did not finish: {err}")))?;
@@ -237,7 +245,10 @@ pub(super) async fn close(
             }
             Ok(Json(body))
         }
-        Err(CloseError::AlreadyClosed) => Err(ApiError::unknown_session()),
+        Err(CloseError::AlreadyClosed | CloseError::InUse) => Err(ApiError::unknown_session()),
+        Err(CloseError::Write(err)) if err.is_refused_path() => Err(ApiError::invalid_request(
+            format!("{err}; the session stays open"),
+        )),
         Err(err @ CloseError::Write(_)) => Err(ApiError::internal(format!(
             "{err}; the session stays open: fix the path or permissions and close again"
         ))),
@@ -245,7 +256,8 @@ pub(super) async fn close(
 }
 
 /// `GET /v1/captures/{id}`: the case of a capture session: as written, once closed; as
-/// buffered so far, while it is open.
+/// buffered so far, while it is open. A written case is streamed from its file, and only if
+/// the file is still the one this runtime wrote.
 pub(super) async fn capture(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -268,16 +280,31 @@ pub(super) async fn capture(
         );
         return Ok(Json(case).into_response());
     }
-    let path = state.captures.path_of(&id).ok_or_else(not_found)?;
-    let bytes = tokio::fs::read(&path).await.map_err(|err| {
+    let written = state.captures.case_of(&id).ok_or_else(not_found)?;
+    let unreadable = |err: std::io::Error| {
         ApiError::internal(format!(
             "cannot read the capture at {}: {err}",
-            path.display()
+            written.path.display()
         ))
-    })?;
+    };
+    let file = tokio::fs::File::open(&written.path)
+        .await
+        .map_err(unreadable)?;
+    let meta = file.metadata().await.map_err(unreadable)?;
+    if !written.is(&meta) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::GONE,
+            "capture_changed",
+            format!(
+                "the capture of {id} at {} was replaced or changed after the runtime wrote it",
+                written.path.display()
+            ),
+        ));
+    }
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
+        body,
     )
         .into_response())
 }

@@ -1,5 +1,6 @@
 //! Case writer: appends accepted spans to their capture session's buffer; the innermost stage.
 
+use crate::capture::PushError;
 use crate::record::{Enriched, ExportOutcome, Outcome, PipelineError, Spans};
 use crate::session::Stats;
 use bytes::Bytes;
@@ -59,13 +60,17 @@ impl<'a> Service<Enriched<'a>> for CaseWriter {
                     accepted += batch.count as u64;
                     Stats::add(&session.stats.extracted_spans, batch.count as u64);
                 }
-                Err(full) => {
-                    refused.buffer_full += full.spans as u64;
-                    Stats::add(&session.stats.dropped_spans, full.spans as u64);
+                Err(PushError::Sealed) => {
+                    // Closed while this export was on its way: refused, never silently lost.
+                    refused.unknown_session += batch.count as u64;
+                }
+                Err(PushError::Full { limit, spans }) => {
+                    refused.buffer_full += spans as u64;
+                    Stats::add(&session.stats.dropped_spans, spans as u64);
                     tracing::warn!(
                         session_id = session.id(),
-                        limit = full.limit,
-                        spans = full.spans,
+                        limit,
+                        spans,
                         "Capture buffer full; spans dropped."
                     );
                 }
