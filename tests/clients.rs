@@ -195,7 +195,9 @@ async fn python_go_and_typescript_sdk_shapes() {
 #[tokio::test]
 async fn cli_session_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::start(&[]).await;
+    // The official CLI sends `?out=` as the user typed it; the runtime writes it only inside
+    // its capture directory.
+    let runtime = Runtime::start(&["--capture-dir", dir.path().to_str().unwrap()]).await;
     let client = Client::new();
     let json_post = |url: String, body: &str| {
         client

@@ -1,6 +1,6 @@
 //! `softprobe capture run`: open a capture session, run the driver, close, write the case.
 
-use super::session::{encode, path};
+use super::session::{close_to, path};
 use super::{CliError, Report, RuntimeClient, exit};
 use crate::cli::{CaptureArgs, CaptureCommand};
 use serde_json::json;
@@ -13,9 +13,6 @@ pub(super) async fn run(args: CaptureArgs) -> Result<Report, CliError> {
         out,
         timeout,
     } = args.command;
-    let out = out
-        .map(|p| std::path::absolute(&p).map_err(|err| CliError::io(&p, err)))
-        .transpose()?;
     let created = client
         .post("/v1/sessions", Some(br#"{"mode":"capture"}"#.to_vec()))
         .await?;
@@ -62,17 +59,9 @@ pub(super) async fn run(args: CaptureArgs) -> Result<Report, CliError> {
         .await
         .map(|s| s["stats"].clone())
         .unwrap_or_default();
-    let query = out
-        .as_ref()
-        .map(|p| format!("?out={}", encode(&p.display().to_string())))
+    let capture_path = close_to(&client, &id, out.as_deref())
+        .await?
         .unwrap_or_default();
-    let closed = client
-        .post(&format!("{}{query}", path(&id, "close")), None)
-        .await?;
-    let capture_path = closed["capturePath"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     let mut report = Report::fields(json!({
         "sessionId": id,
         "exitCode": driver_code,

@@ -150,33 +150,35 @@ async fn start(
 }
 
 async fn close(client: &RuntimeClient, id: &str, out: Option<&Path>) -> Result<Report, CliError> {
-    // The runtime writes the file; make the path absolute so it means what the user typed.
+    let written = close_to(client, id, out).await?;
+    let mut report = Report::fields(json!({"sessionId": id, "closed": true}))
+        .line(format!("session {id} closed"));
+    if let Some(written) = written {
+        report.fields.insert("capturePath".into(), json!(written));
+        report = report.line(format!("capturePath: {written}"));
+    }
+    Ok(report)
+}
+
+/// Closes a session and says where its capture is. With `out`, the capture is downloaded
+/// from the runtime and written there, on this machine (the runtime writes cases only inside
+/// its own capture directory, on its own host); without, it is where the runtime wrote it.
+pub(super) async fn close_to(
+    client: &RuntimeClient,
+    id: &str,
+    out: Option<&Path>,
+) -> Result<Option<String>, CliError> {
     let out = out
         .map(|p| std::path::absolute(p).map_err(|err| CliError::io(p, err)))
         .transpose()?;
-    let query = out
-        .as_ref()
-        .map(|p| format!("?out={}", encode(&p.display().to_string())))
-        .unwrap_or_default();
-    let closed = client
-        .post(&format!("{}{query}", path(id, "close")), None)
-        .await?;
-    let mut report = Report::fields(json!({"sessionId": id, "closed": true}))
-        .line(format!("session {id} closed"));
-    if let Some(written) = closed["capturePath"].as_str() {
-        report.fields.insert("capturePath".into(), json!(written));
-        report = report.line(format!("capturePath: {written}"));
-    } else if let Some(out) = out {
-        // A runtime that does not write files (hosted) serves the capture for download.
-        let case = client.get(&format!("/v1/captures/{}", encode(id))).await?;
-        let text = serde_json::to_string_pretty(&case).unwrap_or_default();
-        std::fs::write(&out, text + "\n").map_err(|err| CliError::io(&out, err))?;
-        report
-            .fields
-            .insert("capturePath".into(), json!(out.display().to_string()));
-        report = report.line(format!("wrote {}", out.display()));
-    }
-    Ok(report)
+    let closed = client.post(&path(id, "close"), None).await?;
+    let Some(out) = out else {
+        return Ok(closed["capturePath"].as_str().map(str::to_owned));
+    };
+    let case = client.get(&format!("/v1/captures/{}", encode(id))).await?;
+    let text = serde_json::to_string_pretty(&case).unwrap_or_default();
+    std::fs::write(&out, text + "\n").map_err(|err| CliError::io(&out, err))?;
+    Ok(Some(out.display().to_string()))
 }
 
 /// `(caseId, traceCount)` read locally, for the report.
