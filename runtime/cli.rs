@@ -476,6 +476,17 @@ pub struct ServeArgs {
     /// Span bytes (protobuf-encoded size) a capture session keeps; more are dropped likewise.
     #[arg(long, env = "SOFTPROBE_CAPTURE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub capture_max_bytes: usize,
+    /// Bytes of all capture buffers together; exports past it get 503 / UNAVAILABLE (retried).
+    #[arg(long, env = "SOFTPROBE_MAX_CAPTURE_BYTES_TOTAL", default_value_t = 1024 * 1024 * 1024)]
+    pub max_capture_bytes_total: usize,
+    /// Bytes of all sessions' documents (rules, cases, policies, fixtures) as posted; writes
+    /// past it get 503 with Retry-After.
+    #[arg(long, env = "SOFTPROBE_MAX_DOCUMENT_BYTES_TOTAL", default_value_t = 256 * 1024 * 1024)]
+    pub max_document_bytes_total: usize,
+    /// Bytes of request bodies being received or processed at once, on both listeners;
+    /// requests past it get 503 with Retry-After (gRPC UNAVAILABLE).
+    #[arg(long, env = "SOFTPROBE_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
     /// Let a close request's `?out=` write anywhere the process may, not only inside
     /// --capture-dir (for a local, single-user runtime).
     #[arg(long, env = "SOFTPROBE_CAPTURE_OUT_ANYWHERE")]

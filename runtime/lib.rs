@@ -7,6 +7,7 @@ pub mod capture;
 pub mod cli;
 pub mod commands;
 pub mod connections;
+pub mod inflight;
 pub mod metrics;
 pub mod otlp;
 pub mod proto;

@@ -2,6 +2,7 @@
 //! small and fixed, the names and labels must match the reference runtime exactly, and the
 //! inject path only touches atomics.
 
+use softprobe_pipeline::budget::Budget;
 use softprobe_pipeline::session::Mode;
 use softprobe_pipeline::store::SessionStore;
 use std::collections::BTreeMap;
@@ -105,8 +106,8 @@ impl Metrics {
         self.capture_write_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text.
-    pub fn render(&self, store: &SessionStore) -> String {
+    /// The exposition text; `budgets` are the memory budgets besides the store's.
+    pub fn render(&self, store: &SessionStore, budgets: &[&Budget]) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
@@ -266,6 +267,44 @@ impl Metrics {
         ] {
             header(&mut out, name, help, kind);
             let _ = writeln!(out, "{name} {value}");
+        }
+
+        let budgets = [
+            store.capture_budget().as_ref(),
+            store.document_budget().as_ref(),
+        ]
+        .into_iter()
+        .chain(budgets.iter().copied());
+        let budgets: Vec<&Budget> = budgets.collect();
+        for (name, help, kind, value) in [
+            (
+                "softprobe_budget_used_bytes",
+                "Bytes held against each memory budget.",
+                "gauge",
+                (|b: &Budget| b.used() as u64) as fn(&Budget) -> u64,
+            ),
+            (
+                "softprobe_budget_limit_bytes",
+                "Each memory budget's limit.",
+                "gauge",
+                |b: &Budget| b.limit() as u64,
+            ),
+            (
+                "softprobe_budget_refusals_total",
+                "Requests refused because a memory budget was exhausted (503, UNAVAILABLE).",
+                "counter",
+                Budget::refusals,
+            ),
+        ] {
+            header(&mut out, name, help, kind);
+            for budget in &budgets {
+                let _ = writeln!(
+                    out,
+                    "{name}{{budget=\"{}\"}} {}",
+                    budget.what(),
+                    value(budget)
+                );
+            }
         }
         out
     }

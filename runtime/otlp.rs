@@ -68,14 +68,24 @@ async fn received_http(
     })
 }
 
+/// Runs the pipeline. Bodies past [`crate::api::OFFLOAD_BYTES`] are read on the blocking pool,
+/// so health checks and small injects keep their async workers while a large one parses.
 async fn run(state: &AppState, received: Received) -> Result<Outcome, PipelineError> {
-    state.pipeline.clone().oneshot(received).await
+    let pipeline = state.pipeline.clone();
+    if received.body.len() <= crate::api::OFFLOAD_BYTES {
+        return pipeline.oneshot(received).await;
+    }
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(pipeline.oneshot(received)))
+        .await
+        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
 }
 
 /// The one mapping from pipeline failures to the HTTP wire.
 fn pipeline_error(err: PipelineError) -> ApiError {
     let message = err.to_string();
     match err {
+        PipelineError::OverBudget(over) => ApiError::over_budget(&over),
         PipelineError::Decode(DecodeError::TooLarge { .. }) => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
         }
@@ -200,6 +210,8 @@ pub async fn traces_http(State(state): State<AppState>, request: Request) -> Res
 /// The one mapping from pipeline failures to gRPC statuses.
 fn grpc_status(err: PipelineError) -> tonic::Status {
     match err {
+        // Retryable: OTLP exporters retry UNAVAILABLE with backoff.
+        PipelineError::OverBudget(_) => tonic::Status::unavailable(err.to_string()),
         PipelineError::Decode(DecodeError::TooLarge { .. }) => {
             tonic::Status::resource_exhausted(err.to_string())
         }

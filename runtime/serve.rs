@@ -5,6 +5,7 @@ use crate::auth::{self, Token};
 use crate::capture;
 use crate::cli::ServeArgs;
 use crate::connections::{self, ConnectionBudget, ConnectionLimits};
+use crate::inflight::{CountedBody, InflightBytesLayer};
 use crate::proto::raw::inject_service_server::InjectServiceServer;
 use crate::proto::raw::trace_service_server::TraceServiceServer;
 use crate::state::{AppState, Settings};
@@ -64,6 +65,8 @@ impl Server {
                 max_spans: args.capture_max_spans,
                 max_bytes: args.capture_max_bytes,
             },
+            max_capture_bytes_total: args.max_capture_bytes_total,
+            max_document_bytes_total: args.max_document_bytes_total,
         });
         let settings = Settings {
             api_token: args.api_token.clone(),
@@ -73,6 +76,7 @@ impl Server {
                 out_anywhere: args.capture_out_anywhere,
             },
             max_body_bytes: args.max_body_bytes,
+            max_inflight_bytes: args.max_inflight_bytes,
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -186,6 +190,11 @@ pub fn http_service(state: AppState) -> HttpService {
         // auth: the bearer token on every `/v1/` route, the OTLP ones included, checked before
         // routing so an unauthenticated client learns nothing about routes or sessions
         .option_layer(auth::layer::<auth::Http>(token.as_ref()))
+        // memory: request body bytes held against the in-flight budget until the answer
+        .layer(InflightBytesLayer::new(state.inflight.clone()))
+        .map_request(|request: http::Request<CountedBody<axum::body::Body>>| {
+            request.map(axum::body::Body::new)
+        })
         // routes: the two OTLP hot paths straight to their handlers, the rest through the router
         .service(Routes {
             router: api::router(state.clone(), otlp::http_routes()),
@@ -263,6 +272,7 @@ fn grpc_service(
 + 'static {
     let token = Token::from_setting(state.settings.api_token.as_deref());
     let limit = state.settings.max_body_bytes;
+    let inflight = state.inflight.clone();
     let services = otlp::GrpcServices::new(state);
     let traces = TraceServiceServer::new(services.clone())
         .accept_compressed(CompressionEncoding::Gzip)
@@ -282,6 +292,8 @@ fn grpc_service(
     ServiceBuilder::new()
         // auth: the same bearer token as HTTP, as gRPC statuses; reflection stays open
         .option_layer(auth::layer::<auth::Grpc>(token.as_ref()))
+        // memory: request body bytes held against the in-flight budget until the answer
+        .layer(InflightBytesLayer::new(inflight))
         .service(routes.prepare())
 }
 

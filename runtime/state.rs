@@ -1,6 +1,7 @@
 //! Shared state of the HTTP and gRPC servers: one session store behind both API families.
 
 use crate::metrics::Metrics;
+use softprobe_pipeline::budget::Budget;
 use softprobe_pipeline::case_file::CasePaths;
 use softprobe_pipeline::stages::{Pipeline, PipelineConfig, ReceiveConfig, pipeline};
 use softprobe_pipeline::store::SessionStore;
@@ -16,6 +17,8 @@ pub struct Settings {
     pub case_paths: CasePaths,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies in flight at once, across both listeners.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for Settings {
@@ -28,6 +31,7 @@ impl Default for Settings {
                 out_anywhere: false,
             },
             max_body_bytes: 32 * 1024 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -45,6 +49,8 @@ pub struct AppState {
     pub captures: Arc<crate::capture::CaptureIndex>,
     /// The OTLP pipeline over the same store.
     pub pipeline: Pipeline,
+    /// Bytes of request bodies in flight, on both listeners.
+    pub inflight: Arc<Budget>,
 }
 
 impl AppState {
@@ -57,12 +63,18 @@ impl AppState {
             },
             ..PipelineConfig::default()
         };
+        let inflight = Budget::new(
+            "request bodies in flight",
+            "--max-inflight-bytes",
+            settings.max_inflight_bytes,
+        );
         Self {
             pipeline: pipeline(store.clone(), config),
             store,
             metrics: Arc::default(),
             settings: Arc::new(settings),
             captures: Arc::default(),
+            inflight,
         }
     }
 }

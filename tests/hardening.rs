@@ -411,3 +411,142 @@ async fn sigterm_writes_captures_and_exits_despite_a_half_sent_request() {
             .unwrap();
     assert_eq!(case_span_count(&case), 1);
 }
+
+#[tokio::test]
+async fn request_bodies_in_flight_are_bounded_on_both_listeners() {
+    let runtime = Runtime::start(&["--max-inflight-bytes", "100000"]).await;
+    let id = runtime.session("replay").await;
+    // A client holding 80 KB of a body in flight.
+    let mut holder = tokio::net::TcpStream::connect(runtime.addr).await.unwrap();
+    holder
+        .write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200000\r\n\r\n")
+        .await
+        .unwrap();
+    holder.write_all(&[b' '; 80_000]).await.unwrap();
+    let metrics_say = |line: &'static str| {
+        let url = runtime.url("/metrics");
+        async move {
+            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            text.lines().any(|l| l == line).then_some(())
+        }
+    };
+    wait_for(|| {
+        metrics_say("softprobe_budget_used_bytes{budget=\"request bodies in flight\"} 80000")
+    })
+    .await;
+    // 50 KB more does not fit: 503 with Retry-After over HTTP, UNAVAILABLE over gRPC.
+    let big = traces(
+        "svc",
+        vec![span("extract", &id, &[("pad", &"x".repeat(50_000))])],
+    );
+    let refused = reqwest::Client::new()
+        .post(runtime.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(big.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "over_budget", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-inflight-bytes"),
+        "{body}"
+    );
+    let mut grpc = TraceServiceClient::connect(format!("http://{}", runtime.grpc_addr))
+        .await
+        .unwrap();
+    let request = ExportTraceServiceRequest {
+        resource_spans: big.resource_spans.clone(),
+    };
+    let status = grpc.export(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // Small requests still pass, and once the holder goes the large one does too.
+    let health = reqwest::get(runtime.url("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    drop(holder);
+    wait_for(|| metrics_say("softprobe_budget_used_bytes{budget=\"request bodies in flight\"} 0"))
+        .await;
+    let request = ExportTraceServiceRequest {
+        resource_spans: big.resource_spans,
+    };
+    grpc.export(request).await.unwrap();
+    runtime.stop().await;
+}
+
+#[tokio::test]
+async fn capture_buffers_and_documents_share_process_wide_budgets() {
+    let runtime = Runtime::start(&[
+        "--max-capture-bytes-total",
+        "3000",
+        "--max-document-bytes-total",
+        "10000",
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let first = runtime.session("capture").await;
+    let second = runtime.session("capture").await;
+    let export = |id: &str| {
+        let batch = traces(
+            "svc",
+            vec![span("extract", id, &[("pad", &"x".repeat(1000))])],
+        );
+        client
+            .post(runtime.url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(batch.encode_to_vec())
+            .send()
+    };
+    // Two sessions fill the capture budget between them; the next export is refused whole.
+    assert_eq!(export(&first).await.unwrap().status(), 200);
+    assert_eq!(export(&second).await.unwrap().status(), 200);
+    let refused = export(&first).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Closing a session gives its bytes back.
+    let case: Value = serde_json::from_str(&runtime.close_capture(&second).await).unwrap();
+    assert_eq!(case_span_count(&case), 1);
+    assert_eq!(export(&first).await.unwrap().status(), 200);
+    let case: Value = serde_json::from_str(&runtime.close_capture(&first).await).unwrap();
+    assert_eq!(
+        case_span_count(&case),
+        2,
+        "the refused export left nothing behind"
+    );
+
+    // Documents: 8 KB fits, 8 KB more does not until the first session goes.
+    let rules = |name: &str| {
+        json!([{"name": name, "when": {"path": "/x"}, "then": {"action": "mock", "response": {"body": "y".repeat(8000)}}}])
+            .to_string()
+    };
+    let a = runtime.session("replay").await;
+    let b = runtime.session("replay").await;
+    let post = |id: &str, body: String| {
+        client
+            .post(runtime.url(&format!("/v1/sessions/{id}/rules")))
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(&a, rules("a")).await.unwrap().status(), 200);
+    let refused = post(&b, rules("b")).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-document-bytes-total"),
+        "{body}"
+    );
+    client
+        .post(runtime.url(&format!("/v1/sessions/{a}/close")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post(&b, rules("b")).await.unwrap().status(), 200);
+    runtime.stop().await;
+}

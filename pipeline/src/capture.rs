@@ -1,10 +1,11 @@
 //! The capture buffer of a capture session, and the case document written from it on close.
 
+use crate::budget::{Budget, Held};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;
 use serde_json::{Value, json};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Bounds on what one capture session may hold in memory.
@@ -37,10 +38,12 @@ pub struct CaptureBuffer {
     inner: Mutex<Buffer>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Buffer {
     captured: Captured,
     sealed: bool,
+    /// The buffer's bytes, held against the process-wide capture budget until it is dropped.
+    held: Held,
 }
 
 /// What a capture session recorded.
@@ -92,11 +95,15 @@ pub enum PushError {
 }
 
 impl CaptureBuffer {
-    /// An empty buffer with these limits.
-    pub fn new(limits: CaptureLimits) -> Self {
+    /// An empty buffer with these limits, whose bytes count against `budget`.
+    pub fn new(limits: CaptureLimits, budget: &Arc<Budget>) -> Self {
         Self {
             limits,
-            inner: Mutex::new(Buffer::default()),
+            inner: Mutex::new(Buffer {
+                captured: Captured::default(),
+                sealed: false,
+                held: budget.empty(),
+            }),
         }
     }
 
@@ -106,8 +113,10 @@ impl CaptureBuffer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Appends one protobuf-encoded trace document of `spans` spans, or refuses it whole.
-    pub fn push(&self, encoded: Bytes, spans: usize) -> Result<(), PushError> {
+    /// Appends one protobuf-encoded trace document of `spans` spans, or refuses it whole. Its
+    /// bytes move from `reserved` (held against the capture budget by the caller, for the whole
+    /// export, so that an export is appended whole or refused whole) into the buffer.
+    pub fn push(&self, encoded: Bytes, spans: usize, reserved: &mut Held) -> Result<(), PushError> {
         let bytes = encoded.len();
         let mut buffer = self.lock();
         if buffer.sealed {
@@ -128,6 +137,7 @@ impl CaptureBuffer {
         captured.encoded.push(encoded);
         captured.spans += spans;
         captured.bytes += bytes;
+        reserved.give(bytes, &mut buffer.held);
         Ok(())
     }
 
@@ -180,13 +190,18 @@ mod tests {
 
     #[test]
     fn overflow_is_counted_and_marks_the_case() {
-        let buffer = CaptureBuffer::new(CaptureLimits {
-            max_spans: 2,
-            max_bytes: 1000,
-        });
+        let budget = Budget::new("captures", "--flag", 1000);
+        let buffer = CaptureBuffer::new(
+            CaptureLimits {
+                max_spans: 2,
+                max_bytes: 1000,
+            },
+            &budget,
+        );
         let trace = Bytes::new;
-        buffer.push(trace(), 2).unwrap();
-        let err = buffer.push(trace(), 1).unwrap_err();
+        let mut reserved = budget.empty();
+        buffer.push(trace(), 2, &mut reserved).unwrap();
+        let err = buffer.push(trace(), 1, &mut reserved).unwrap_err();
         assert_eq!(
             err,
             PushError::Full {
@@ -203,16 +218,28 @@ mod tests {
 
     #[test]
     fn a_sealed_buffer_refuses_and_keeps_what_it_had() {
-        let buffer = CaptureBuffer::new(CaptureLimits::default());
-        buffer.push(Bytes::from_static(b"a"), 1).unwrap();
+        let budget = Budget::new("captures", "--flag", 1000);
+        let buffer = CaptureBuffer::new(CaptureLimits::default(), &budget);
+        let mut reserved = budget.acquire(3).unwrap();
+        buffer
+            .push(Bytes::from_static(b"a"), 1, &mut reserved)
+            .unwrap();
         let sealed = buffer.seal();
         assert_eq!(sealed.spans, 1);
         assert_eq!(
-            buffer.push(Bytes::from_static(b"b"), 1),
+            buffer.push(Bytes::from_static(b"b"), 1, &mut reserved),
             Err(PushError::Sealed)
         );
         buffer.unseal();
-        buffer.push(Bytes::from_static(b"c"), 1).unwrap();
+        buffer
+            .push(Bytes::from_static(b"c"), 1, &mut reserved)
+            .unwrap();
         assert_eq!(buffer.counts(), (2, 0));
+        // The buffer holds its two bytes until it goes; the refused one was given back.
+        assert_eq!(reserved.bytes(), 1);
+        drop(reserved);
+        assert_eq!(budget.used(), 2);
+        drop(buffer);
+        assert_eq!(budget.used(), 0);
     }
 }

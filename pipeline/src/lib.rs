@@ -1,6 +1,7 @@
 //! Softprobe's domain and pipeline: sessions and their store, the rule, policy and case
 //! documents, rule matching, and capture buffering and case writing.
 
+pub mod budget;
 pub mod capture;
 pub mod case;
 pub mod case_file;

@@ -217,4 +217,7 @@ pub enum PipelineError {
     /// An inject span without a session.
     #[error("missing session id: set sp.session.id (or tracestate x-softprobe-session-id)")]
     MissingSession,
+    /// Keeping the spans would exceed the capture budget; nothing was kept, retry later.
+    #[error(transparent)]
+    OverBudget(#[from] crate::budget::OverBudget),
 }

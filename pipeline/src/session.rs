@@ -1,5 +1,6 @@
 //! A session: its identity, its immutable snapshot (documents + compiled rules) and counters.
 
+use crate::budget::{Budget, Held};
 use crate::case::Case;
 use crate::fixtures::AuthFixtures;
 use crate::matcher::RuleIndex;
@@ -44,6 +45,27 @@ pub struct Stored<T> {
     pub raw: Bytes,
     /// The typed value.
     pub parsed: T,
+    /// Its bytes, held against the documents' budget while any snapshot keeps it.
+    _held: Option<Held>,
+}
+
+impl<T> Stored<T> {
+    /// A document outside the documents' budget (a policy given at create, tests).
+    pub fn new(raw: Bytes, parsed: T) -> Self {
+        Self {
+            raw,
+            parsed,
+            _held: None,
+        }
+    }
+
+    pub(crate) fn held(raw: Bytes, parsed: T, held: Held) -> Self {
+        Self {
+            raw,
+            parsed,
+            _held: Some(held),
+        }
+    }
 }
 
 /// One immutable version of a session's configuration. Writers build a new one and swap it in;
@@ -124,6 +146,7 @@ impl Session {
         snapshot: Snapshot,
         now_ms: u64,
         capture: crate::capture::CaptureLimits,
+        capture_budget: &Arc<Budget>,
     ) -> Self {
         Self {
             id,
@@ -133,7 +156,8 @@ impl Session {
             closed: AtomicBool::new(false),
             last_used_ms: AtomicU64::new(now_ms),
             stats: Stats::default(),
-            capture: (mode == Mode::Capture).then(|| crate::capture::CaptureBuffer::new(capture)),
+            capture: (mode == Mode::Capture)
+                .then(|| crate::capture::CaptureBuffer::new(capture, capture_budget)),
             write_error: Mutex::new(None),
         }
     }

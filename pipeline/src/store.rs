@@ -4,6 +4,7 @@
 //! snapshot without locking. Writes to one session are serialized by its write lock; each
 //! builds the next snapshot (parsing and compiling outside any lock) and swaps it in.
 
+use crate::budget::{Budget, Held, OverBudget};
 use crate::capture::CaptureLimits;
 use crate::case::Case;
 use crate::document::DocumentError;
@@ -27,6 +28,11 @@ pub struct StoreLimits {
     pub idle_timeout: Duration,
     /// Per-session capture buffer bounds.
     pub capture: CaptureLimits,
+    /// Bytes of all capture buffers together; an export past it is refused, retryably.
+    pub max_capture_bytes_total: usize,
+    /// Bytes of all sessions' documents (rules, cases, policies, fixtures) together, as
+    /// posted; a write past it is refused, retryably.
+    pub max_document_bytes_total: usize,
 }
 
 impl Default for StoreLimits {
@@ -35,6 +41,8 @@ impl Default for StoreLimits {
             max_sessions: 10_000,
             idle_timeout: Duration::from_secs(3600),
             capture: CaptureLimits::default(),
+            max_capture_bytes_total: 1024 * 1024 * 1024,
+            max_document_bytes_total: 256 * 1024 * 1024,
         }
     }
 }
@@ -54,6 +62,9 @@ pub enum StoreError {
     /// The posted document is invalid.
     #[error("{0}")]
     InvalidDocument(#[from] DocumentError),
+    /// Holding the document would exceed the documents' memory budget.
+    #[error("{0}")]
+    OverBudget(#[from] OverBudget),
 }
 
 /// Which document a write replaces.
@@ -76,6 +87,8 @@ pub struct SessionStore {
     live: AtomicUsize,
     limits: StoreLimits,
     epoch: Instant,
+    capture_budget: Arc<Budget>,
+    document_budget: Arc<Budget>,
 }
 
 impl SessionStore {
@@ -86,7 +99,27 @@ impl SessionStore {
             live: AtomicUsize::new(0),
             limits,
             epoch: Instant::now(),
+            capture_budget: Budget::new(
+                "capture buffers",
+                "--max-capture-bytes-total",
+                limits.max_capture_bytes_total,
+            ),
+            document_budget: Budget::new(
+                "session documents",
+                "--max-document-bytes-total",
+                limits.max_document_bytes_total,
+            ),
         }
+    }
+
+    /// The budget all capture buffers draw on.
+    pub fn capture_budget(&self) -> &Arc<Budget> {
+        &self.capture_budget
+    }
+
+    /// The budget all sessions' documents draw on.
+    pub fn document_budget(&self) -> &Arc<Budget> {
+        &self.document_budget
     }
 
     /// The store's limits.
@@ -120,6 +153,7 @@ impl SessionStore {
             snapshot,
             self.now_ms(),
             self.limits.capture,
+            &self.capture_budget,
         ));
         self.sessions
             .insert(session.shared_id().clone(), session.clone());
@@ -169,7 +203,8 @@ impl SessionStore {
         raw: Bytes,
     ) -> Result<(Arc<Session>, u64), StoreError> {
         let session = self.get(id)?;
-        let update = Update::parse(kind, raw)?;
+        let held = self.document_budget.acquire(raw.len())?;
+        let update = Update::parse(kind, raw, held)?;
         let guard = session.lock_writes();
         if session.is_closed() {
             return Err(StoreError::UnknownSession);
@@ -221,26 +256,26 @@ enum Update {
 }
 
 impl Update {
-    fn parse(kind: DocumentKind, raw: Bytes) -> Result<Self, DocumentError> {
+    fn parse(kind: DocumentKind, raw: Bytes, held: Held) -> Result<Self, DocumentError> {
         Ok(match kind {
             DocumentKind::Case => {
                 let parsed = Case::parse(&raw)?;
                 let layer =
                     (!parsed.rules.is_empty()).then(|| compile_layer(Layer::Case, &parsed.rules));
-                Self::Case(Arc::new(Stored { raw, parsed }), layer)
+                Self::Case(Arc::new(Stored::held(raw, parsed, held)), layer)
             }
             DocumentKind::Rules => {
                 let parsed = parse_rules_document(&raw)?;
                 let layer = compile_layer(Layer::Session, &parsed);
-                Self::Rules(Arc::new(Stored { raw, parsed }), layer)
+                Self::Rules(Arc::new(Stored::held(raw, parsed, held)), layer)
             }
             DocumentKind::Policy => {
                 let parsed = Policy::parse(&raw)?;
-                Self::Policy(Arc::new(Stored { raw, parsed }))
+                Self::Policy(Arc::new(Stored::held(raw, parsed, held)))
             }
             DocumentKind::Fixtures => {
                 let parsed = AuthFixtures::parse(&raw)?;
-                Self::Fixtures(Arc::new(Stored { raw, parsed }))
+                Self::Fixtures(Arc::new(Stored::held(raw, parsed, held)))
             }
         })
     }

@@ -2,6 +2,7 @@
 //! the API's error envelope.
 
 use super::error::ApiError;
+use crate::inflight::BodyOverBudget;
 use crate::state::AppState;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -16,9 +17,15 @@ impl FromRequest<AppState> for RawBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.settings.max_body_bytes;
-        match axum::body::to_bytes(req.into_body(), limit).await {
-            Ok(bytes) => Ok(RawBody(bytes)),
-            Err(err) if exceeds_limit(&err) => Err(ApiError::new(
+        let err = match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(bytes) => return Ok(RawBody(bytes)),
+            Err(err) => err,
+        };
+        if let Some(over) = cause::<BodyOverBudget>(&err) {
+            return Err(ApiError::over_budget(&over.over));
+        }
+        match err {
+            err if cause::<LengthLimitError>(&err).is_some() => Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!(
@@ -26,20 +33,21 @@ impl FromRequest<AppState> for RawBody {
                      --max-body-bytes (SOFTPROBE_MAX_BODY_BYTES) or send less"
                 ),
             )),
-            Err(err) => Err(ApiError::invalid_request(format!(
+            err => Err(ApiError::invalid_request(format!(
                 "cannot read the request body: {err}"
             ))),
         }
     }
 }
 
-fn exceeds_limit(err: &axum::Error) -> bool {
+/// The first error of type `T` in `err`'s chain of causes.
+fn cause<T: std::error::Error + 'static>(err: &axum::Error) -> Option<&T> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(error) = cause {
-        if error.is::<LengthLimitError>() {
-            return true;
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
         }
         cause = error.source();
     }
-    false
+    None
 }

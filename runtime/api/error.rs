@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use softprobe_pipeline::budget::OverBudget;
 use softprobe_pipeline::store::StoreError;
 
 /// An error answered with the JSON envelope.
@@ -15,6 +16,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong and what to do about it.
     pub message: String,
+    /// Seconds a client should wait before retrying (`Retry-After`), for refusals that pass.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -24,6 +27,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503 `over_budget` with `Retry-After`: a memory budget is exhausted for now.
+    pub fn over_budget(err: &OverBudget) -> Self {
+        Self {
+            retry_after: Some(RETRY_AFTER_SECONDS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "over_budget",
+                err.to_string(),
+            )
         }
     }
 
@@ -43,10 +59,19 @@ impl ApiError {
     }
 }
 
+/// What `Retry-After` says when a budget is exhausted: requests in flight finish within it.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -63,5 +88,6 @@ pub fn store_error(context: &str, err: StoreError) -> ApiError {
         StoreError::InvalidDocument(document) => {
             ApiError::invalid_request(format!("{context}: {document}"))
         }
+        StoreError::OverBudget(over) => ApiError::over_budget(&over),
     }
 }

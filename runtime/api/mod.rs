@@ -24,6 +24,9 @@ pub const SCHEMA_VERSION: &str = "1";
 /// This runtime's version.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Bodies larger than this are parsed on the blocking thread pool, not on an async worker.
+pub const OFFLOAD_BYTES: usize = 256 * 1024;
+
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
@@ -105,7 +108,7 @@ async fn meta() -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.store);
+    let text = state.metrics.render(&state.store, &[&state.inflight]);
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }

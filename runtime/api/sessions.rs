@@ -40,7 +40,7 @@ pub(super) async fn create(
             let parsed = Policy::parse(&raw).map_err(|err| {
                 ApiError::invalid_request(format!("{CONTEXT}: {}", err.within("policy")))
             })?;
-            Some(Stored { raw, parsed })
+            Some(Stored::new(raw, parsed))
         }
         None => None,
     };
@@ -87,10 +87,16 @@ async fn replace(
         DocumentKind::Case => "invalid load-case request",
         _ => "invalid control payload",
     };
-    let (session, revision) = state
-        .store
-        .replace(id, kind, body)
-        .map_err(|err| store_error(context, err))?;
+    let replaced = if body.len() <= super::OFFLOAD_BYTES {
+        state.store.replace(id, kind, body)
+    } else {
+        // Parsing and compiling a large document takes a while: not on an async worker.
+        let (store, id) = (state.store.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.replace(&id, kind, body))
+            .await
+            .map_err(|err| ApiError::internal(format!("the write did not finish: {err}")))?
+    };
+    let (session, revision) = replaced.map_err(|err| store_error(context, err))?;
     tracing::debug!(
         session_id = session.id(),
         revision,
@@ -273,12 +279,31 @@ pub(super) async fn capture(
     };
     if let Ok(session) = state.store.get(&id) {
         let buffer = session.capture.as_ref().ok_or_else(not_found)?;
-        let case = softprobe_pipeline::capture::case_document(
-            session.id(),
-            std::time::SystemTime::now(),
-            &buffer.contents(),
-        );
-        return Ok(Json(case).into_response());
+        let captured = buffer.contents();
+        // The case is rendered in memory from the buffer, at about this many times its size:
+        // held against the in-flight budget, rendered off the async workers.
+        const RENDER_FACTOR: usize = 4;
+        let held = state
+            .inflight
+            .acquire(captured.bytes.saturating_mul(RENDER_FACTOR))
+            .map_err(|over| ApiError::over_budget(&over))?;
+        let rendered = tokio::task::spawn_blocking(move || {
+            let case = softprobe_pipeline::capture::case_document(
+                session.id(),
+                std::time::SystemTime::now(),
+                &captured,
+            );
+            serde_json::to_vec(&case)
+        })
+        .await
+        .map_err(|err| ApiError::internal(format!("rendering the capture failed: {err}")))?
+        .map_err(|err| ApiError::internal(format!("rendering the capture failed: {err}")))?;
+        drop(held);
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            rendered,
+        )
+            .into_response());
     }
     let written = state.captures.case_of(&id).ok_or_else(not_found)?;
     let unreadable = |err: std::io::Error| {

@@ -5,7 +5,7 @@ mod enrich;
 mod match_rules;
 mod receive;
 
-pub use case_writer::{CaseWriter, CaseWriterConfig};
+pub use case_writer::CaseWriter;
 pub use enrich::{EnrichSession, EnrichSessionLayer};
 pub use match_rules::{MatchRules, MatchRulesConfig, MatchRulesLayer, REDACTED};
 pub use receive::{Receive, ReceiveConfig, ReceiveLayer};
@@ -26,12 +26,11 @@ pub struct PipelineConfig {
     pub receive: ReceiveConfig,
     /// Rule matcher settings.
     pub match_rules: MatchRulesConfig,
-    /// Case writer settings.
-    pub case_writer: CaseWriterConfig,
 }
 
 /// Builds the pipeline over a session store. This is the only place the stages are composed.
 pub fn pipeline(store: Arc<SessionStore>, config: PipelineConfig) -> Pipeline {
+    let capture_budget = store.capture_budget().clone();
     let service = ServiceBuilder::new()
         // receiver: decode OTLP once (protobuf/JSON, gzip, limits) into an inject or export record
         .layer(ReceiveLayer::new(config.receive))
@@ -40,6 +39,6 @@ pub fn pipeline(store: Arc<SessionStore>, config: PipelineConfig) -> Pipeline {
         // rule matcher: decide inject lookups; apply capture-time rules (redaction) to exports
         .layer(MatchRulesLayer::new(config.match_rules))
         // case writer: append accepted spans to capture buffers, count what is refused
-        .service(CaseWriter::new(config.case_writer));
+        .service(CaseWriter::new(capture_budget));
     BoxCloneSyncService::new(service)
 }
