@@ -67,7 +67,7 @@ impl Protocol for Http {
     type Body = axum::body::Body;
 
     fn guarded(path: &str) -> bool {
-        path.starts_with("/v1/")
+        path.starts_with(crate::routes::GUARDED_PREFIX)
     }
 
     fn refuse(failure: AuthFailure) -> Response<Self::Body> {

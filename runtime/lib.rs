@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod capture;
+pub mod case_index;
 pub mod cli;
 pub mod commands;
 pub mod connections;
@@ -12,5 +13,6 @@ pub mod metrics;
 pub mod otlp;
 pub mod proto;
 pub mod proxy;
+pub mod routes;
 pub mod serve;
 pub mod state;

@@ -6,6 +6,7 @@ use crate::api::RawBody;
 use crate::api::error::ApiError;
 use crate::metrics::InjectResult;
 use crate::proto::raw;
+use crate::routes;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{FromRequest as _, Request, State};
@@ -27,16 +28,11 @@ use tower::ServiceExt as _;
 /// The miss body, as the reference runtime words it.
 const NO_INJECT_MATCH: &str = r#"{"error":"no inject match"}"#;
 
-/// The inject route: the proxy asks what one hop gets.
-pub const INJECT_PATH: &str = "/v1/inject";
-/// The OTLP/HTTP traces route.
-pub const TRACES_PATH: &str = "/v1/traces";
-
 /// The OTLP/HTTP routes, merged into the HTTP API.
 pub fn http_routes() -> Router<AppState> {
     Router::new()
-        .route(INJECT_PATH, post(inject_http))
-        .route(TRACES_PATH, post(traces_http))
+        .route(routes::INJECT, post(inject_http))
+        .route(routes::TRACES, post(traces_http))
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

@@ -9,7 +9,7 @@ use crate::inflight::{CountedBody, InflightBytesLayer};
 use crate::proto::raw::inject_service_server::InjectServiceServer;
 use crate::proto::raw::trace_service_server::TraceServiceServer;
 use crate::state::{AppState, Settings};
-use crate::{api, otlp, proto};
+use crate::{api, otlp, proto, routes};
 use axum::Router;
 use softprobe_pipeline::capture::CaptureLimits;
 use softprobe_pipeline::case_file::CasePaths;
@@ -244,10 +244,10 @@ impl tower::Service<axum::extract::Request> for Routes {
         if request.method() == axum::http::Method::POST {
             let state = axum::extract::State(self.state.clone());
             match request.uri().path() {
-                otlp::INJECT_PATH => {
+                routes::INJECT => {
                     return Box::pin(async { Ok(otlp::inject_http(state, request).await) });
                 }
-                otlp::TRACES_PATH => {
+                routes::TRACES => {
                     return Box::pin(async { Ok(otlp::traces_http(state, request).await) });
                 }
                 _ => {}

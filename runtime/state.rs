@@ -46,7 +46,7 @@ pub struct AppState {
     /// Handler settings.
     pub settings: Arc<Settings>,
     /// Where the cases of closed capture sessions were written, by session id.
-    pub captures: Arc<crate::capture::CaptureIndex>,
+    pub captures: Arc<crate::case_index::CaptureIndex>,
     /// The OTLP pipeline over the same store.
     pub pipeline: Pipeline,
     /// Bytes of request bodies in flight, on both listeners.

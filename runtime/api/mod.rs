@@ -5,6 +5,7 @@ mod body;
 pub mod error;
 mod sessions;
 
+use crate::routes;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
@@ -30,57 +31,31 @@ pub const OFFLOAD_BYTES: usize = 256 * 1024;
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
-/// Every (method, path) the HTTP API serves; the OpenAPI document must list exactly these.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/health"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-    ("GET", "/v1/meta"),
-    ("POST", "/v1/sessions"),
-    ("GET", "/v1/sessions"),
-    ("POST", "/v1/sessions/{sessionId}/load-case"),
-    ("POST", "/v1/sessions/{sessionId}/rules"),
-    ("POST", "/v1/sessions/{sessionId}/policy"),
-    ("POST", "/v1/sessions/{sessionId}/fixtures/auth"),
-    ("GET", "/v1/sessions/{sessionId}/stats"),
-    ("GET", "/v1/sessions/{sessionId}/state"),
-    ("POST", "/v1/sessions/{sessionId}/close"),
-    ("GET", "/v1/captures/{sessionId}"),
-    ("POST", crate::otlp::INJECT_PATH),
-    ("POST", crate::otlp::TRACES_PATH),
-];
+/// Every (method, path) the HTTP API serves (see [`routes::ALL`]).
+pub use crate::routes::ALL as ROUTES;
 
 /// The HTTP API router. `extra_v1` (the OTLP routes) is merged in. Auth wraps it, in the
 /// server's stack.
 pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
     let control = Router::new()
-        .route("/v1/meta", get(meta))
-        .route("/v1/sessions", post(sessions::create).get(sessions::list))
-        .route(
-            "/v1/sessions/{sessionId}/load-case",
-            post(sessions::load_case),
-        )
-        .route("/v1/sessions/{sessionId}/rules", post(sessions::rules))
-        .route("/v1/sessions/{sessionId}/policy", post(sessions::policy))
-        .route(
-            "/v1/sessions/{sessionId}/fixtures/auth",
-            post(sessions::fixtures),
-        )
-        .route("/v1/sessions/{sessionId}/stats", get(sessions::stats))
-        .route(
-            "/v1/sessions/{sessionId}/state",
-            get(sessions::session_state),
-        )
-        .route("/v1/sessions/{sessionId}/close", post(sessions::close))
-        .route("/v1/captures/{sessionId}", get(sessions::capture))
+        .route(routes::META, get(meta))
+        .route(routes::SESSIONS, post(sessions::create).get(sessions::list))
+        .route(routes::LOAD_CASE, post(sessions::load_case))
+        .route(routes::RULES, post(sessions::rules))
+        .route(routes::POLICY, post(sessions::policy))
+        .route(routes::FIXTURES, post(sessions::fixtures))
+        .route(routes::STATS, get(sessions::stats))
+        .route(routes::STATE, get(sessions::session_state))
+        .route(routes::CLOSE, post(sessions::close))
+        .route(routes::CAPTURE, get(sessions::capture))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_control_request,
         ));
     let open = Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi));
+        .route(routes::HEALTH, get(health))
+        .route(routes::METRICS, get(metrics))
+        .route(routes::OPENAPI, get(openapi));
     Router::new()
         .merge(open)
         .merge(control)

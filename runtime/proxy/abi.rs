@@ -1,37 +1,10 @@
-//! The proxy-wasm ABI 0.2.1 as seen from the host: enum values, the header-map wire format,
+//! The proxy-wasm ABI 0.2.1 as seen from the host: the header-map wire format,
 //! and the host functions a filter imports, bound to a wasmtime `Linker`.
 
-use super::vm::{Effect, HostState, PendingCall};
+use super::codes::status;
+use super::host::{Effect, HostState, PendingCall};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Extern, ExternType, Linker, Module, Val};
-
-/// `proxy_status_t` values the host returns.
-pub(super) mod status {
-    pub(crate) const OK: i32 = 0;
-    pub(crate) const NOT_FOUND: i32 = 1;
-    pub(crate) const BAD_ARGUMENT: i32 = 2;
-    pub(crate) const INTERNAL_FAILURE: i32 = 10;
-    pub(crate) const UNIMPLEMENTED: i32 = 12;
-}
-
-/// `proxy_action_t`: what a stream callback asks the host to do.
-pub(super) const ACTION_CONTINUE: i32 = 0;
-
-/// Buffer types.
-pub(super) mod buffer {
-    pub(crate) const REQUEST_BODY: i32 = 0;
-    pub(crate) const RESPONSE_BODY: i32 = 1;
-    pub(crate) const CALL_RESPONSE_BODY: i32 = 4;
-    pub(crate) const VM_CONFIGURATION: i32 = 6;
-    pub(crate) const PLUGIN_CONFIGURATION: i32 = 7;
-}
-
-/// Header map types.
-pub(super) mod map {
-    pub(crate) const REQUEST_HEADERS: i32 = 0;
-    pub(crate) const RESPONSE_HEADERS: i32 = 2;
-    pub(crate) const CALL_RESPONSE_HEADERS: i32 = 6;
-}
 
 /// Serializes header pairs the proxy-wasm way: count, then (key length, value length) pairs,
 /// then each key and value followed by a NUL, all lengths little-endian u32.

@@ -6,6 +6,8 @@
 //! serialized by a mutex that is never held across an await.
 
 mod abi;
+mod codes;
+mod host;
 mod vm;
 
 pub use vm::LoadError;
@@ -14,13 +16,14 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use host::{Effect, PendingCall};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use vm::{Effect, PendingCall, Vm};
+use vm::Vm;
 
 /// Largest request or response body the proxy buffers, in bytes.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -349,7 +352,7 @@ fn run_calls(proxy: &Proxy, calls: Vec<PendingCall>) {
 }
 
 /// Performs one filter HTTP call; `None` when it failed or timed out.
-async fn send_call(proxy: &Proxy, call: &PendingCall) -> Option<vm::Message> {
+async fn send_call(proxy: &Proxy, call: &PendingCall) -> Option<host::Message> {
     let base = proxy.vm().resolve(&call.upstream)?;
     let (request, url) = outgoing(&proxy.http, &base, &call.headers, call.body.clone());
     let request = request.timeout(call.timeout);
@@ -396,7 +399,7 @@ fn outgoing(
 }
 
 /// A response's status and headers as proxy-wasm header pairs (`:status` first).
-fn incoming_headers(response: &reqwest::Response) -> vm::Headers {
+fn incoming_headers(response: &reqwest::Response) -> host::Headers {
     let mut headers = vec![(":status".to_owned(), response.status().as_u16().to_string())];
     for (name, value) in response.headers() {
         headers.push((

@@ -1,162 +1,11 @@
 //! One filter instance in wasmtime: the host-side state its host calls read and write, and the
 //! calls into its `proxy_on_*` exports.
 
-use super::abi::{self, buffer, map, status};
+use super::host::{Effect, HostState, Message, PendingCall, Stream};
+use super::{abi, codes};
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 use wasmtime::{Engine, Instance, Linker, Module, Store, TypedFunc};
-
-/// What a stream's filter decided outside its callback's return value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Effect {
-    /// Resume the held request.
-    Continue,
-    /// Answer locally.
-    Local {
-        /// Status code.
-        status: u16,
-        /// Headers.
-        headers: Vec<(String, String)>,
-        /// Body.
-        body: Vec<u8>,
-    },
-}
-
-/// Header pairs as the proxy-wasm ABI carries them (names may repeat).
-pub(crate) type Headers = Vec<(String, String)>;
-
-/// A message: its headers and body.
-pub(crate) type Message = (Headers, Vec<u8>);
-
-/// An HTTP call the filter dispatched during a callback, for the host to run.
-#[derive(Debug, Clone)]
-pub(crate) struct PendingCall {
-    pub(crate) token: u32,
-    pub(crate) context: u32,
-    pub(crate) upstream: String,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-    pub(crate) timeout: Duration,
-}
-
-/// One HTTP stream's data as the filter sees it.
-#[derive(Debug, Default)]
-pub(crate) struct Stream {
-    pub(crate) request_headers: Vec<(String, String)>,
-    pub(crate) request_body: Vec<u8>,
-    pub(crate) response_headers: Vec<(String, String)>,
-    pub(crate) response_body: Vec<u8>,
-    pub(crate) effect: Option<Effect>,
-}
-
-/// The state behind the host functions.
-pub(crate) struct HostState {
-    pub(crate) plugin_configuration: Vec<u8>,
-    pub(crate) effective: u32,
-    pub(crate) streams: HashMap<u32, Stream>,
-    pub(crate) call_response: Option<Message>,
-    pub(crate) pending_calls: Vec<PendingCall>,
-    pub(crate) next_token: u32,
-    /// Cluster name → base URL.
-    pub(crate) clusters: HashMap<String, String>,
-    /// Error lines logged during `on_configure`, to explain a refusal.
-    pub(crate) errors: Vec<String>,
-}
-
-impl HostState {
-    pub(crate) fn log(&mut self, level: i32, message: &str) {
-        match level {
-            0 => tracing::trace!(target: "softprobe::filter", "{message}"),
-            1 => tracing::debug!(target: "softprobe::filter", "{message}"),
-            2 => tracing::info!(target: "softprobe::filter", "{message}"),
-            3 => tracing::warn!(target: "softprobe::filter", "{message}"),
-            _ => {
-                tracing::error!(target: "softprobe::filter", "{message}");
-                self.errors.push(message.to_owned());
-            }
-        }
-    }
-
-    fn stream(&self) -> Option<&Stream> {
-        self.streams.get(&self.effective)
-    }
-
-    fn stream_mut(&mut self) -> Option<&mut Stream> {
-        self.streams.get_mut(&self.effective)
-    }
-
-    pub(crate) fn buffer(&self, kind: i32) -> Option<&[u8]> {
-        match kind {
-            buffer::REQUEST_BODY => self.stream().map(|s| s.request_body.as_slice()),
-            buffer::RESPONSE_BODY => self.stream().map(|s| s.response_body.as_slice()),
-            buffer::CALL_RESPONSE_BODY => {
-                self.call_response.as_ref().map(|(_, body)| body.as_slice())
-            }
-            buffer::PLUGIN_CONFIGURATION => Some(&self.plugin_configuration),
-            buffer::VM_CONFIGURATION => Some(&[]),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn set_buffer(&mut self, kind: i32, start: usize, size: usize, bytes: &[u8]) -> i32 {
-        let target = match kind {
-            buffer::REQUEST_BODY => self.stream_mut().map(|s| &mut s.request_body),
-            buffer::RESPONSE_BODY => self.stream_mut().map(|s| &mut s.response_body),
-            _ => None,
-        };
-        let Some(target) = target else {
-            return status::NOT_FOUND;
-        };
-        let start = start.min(target.len());
-        let end = start.saturating_add(size).min(target.len());
-        target.splice(start..end, bytes.iter().copied());
-        status::OK
-    }
-
-    pub(crate) fn headers(&self, kind: i32) -> Option<&Vec<(String, String)>> {
-        match kind {
-            map::REQUEST_HEADERS => self.stream().map(|s| &s.request_headers),
-            map::RESPONSE_HEADERS => self.stream().map(|s| &s.response_headers),
-            map::CALL_RESPONSE_HEADERS => self.call_response.as_ref().map(|(headers, _)| headers),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn headers_mut(&mut self, kind: i32) -> Option<&mut Vec<(String, String)>> {
-        match kind {
-            map::REQUEST_HEADERS => self.stream_mut().map(|s| &mut s.request_headers),
-            map::RESPONSE_HEADERS => self.stream_mut().map(|s| &mut s.response_headers),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn set_effect(&mut self, effect: Effect) {
-        if let Some(stream) = self.stream_mut() {
-            // A local reply is final; a later resume does not undo it.
-            if !matches!(stream.effect, Some(Effect::Local { .. })) {
-                stream.effect = Some(effect);
-            }
-        }
-    }
-
-    /// The base URL of a cluster: `--cluster` entries first, then the Istio-style
-    /// `outbound|<port>||<host>` name the filter derives from its backend URL.
-    pub(crate) fn resolve(&self, cluster: &str) -> Option<String> {
-        if let Some(url) = self.clusters.get(cluster) {
-            return Some(url.clone());
-        }
-        let mut parts = cluster.split('|');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("outbound"), Some(port), Some(_), Some(host))
-                if !host.is_empty() && port.parse::<u16>().is_ok() =>
-            {
-                Some(format!("http://{host}:{port}"))
-            }
-            _ => None,
-        }
-    }
-}
 
 /// Typed handles on the filter's exports.
 struct Exports {
@@ -320,7 +169,7 @@ impl Vm {
                 .request_body
                 .call(&mut self.store, (context as i32, body_len, 1))?;
         }
-        Ok(action == abi::ACTION_CONTINUE)
+        Ok(action == codes::ACTION_CONTINUE)
     }
 
     /// Delivers the upstream response.
