@@ -186,7 +186,6 @@ pub fn case_document(case_id: &str, created_at: SystemTime, captured: &Captured)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn overflow_is_counted_and_marks_the_case() {

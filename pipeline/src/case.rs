@@ -21,8 +21,9 @@ pub struct Case {
     pub mode: Option<crate::session::Mode>,
     /// OTLP JSON trace documents; each must be an object.
     pub traces: Vec<serde_json::Map<String, serde_json::Value>>,
-    /// Case-embedded rules, the middle layer of precedence.
-    #[serde(default)]
+    /// Case-embedded rules, the middle layer of precedence (at most
+    /// [`crate::rules::MAX_RULES_PER_DOCUMENT`]).
+    #[serde(default, deserialize_with = "crate::rules::deserialize_rule_list")]
     pub rules: Vec<Rule>,
 }
 

@@ -4,9 +4,13 @@
 //! then the later entry in its list. The policy is the lowest layer at priority 0, so any
 //! matching rule with priority ≥ 0 shadows it and only a negative priority loses to it.
 //!
-//! The index buckets rules by direction, method and exact path; a lookup reads at most eight
-//! short lists sorted best-first, so cost stays flat as exact-path rules grow. Rules without a
-//! method or exact path sit in the "any" buckets and are scanned.
+//! The index (`index.rs`) narrows a hop to the rules whose direction, method, path (exact or
+//! prefix) and host (exact or suffix) it can satisfy; only those rules check their other
+//! predicates, against facts read from the hop at most once (`HopFacts`).
+
+mod index;
+
+pub use index::RuleIndex;
 
 use crate::json_path::BodyJsonPredicate;
 use crate::otlp::{AttrRef, Attributes, keys};
@@ -14,7 +18,6 @@ use crate::policy::Policy;
 use crate::rules::{Action, Consume, Direction, ErrorResponse, MockResponse, Rule, TagValue};
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -199,8 +202,8 @@ impl CompiledRule {
         }
     }
 
-    fn matches(&self, hop: &Hop<'_>, body: &LazyJson<'_, '_>) -> bool {
-        let w = &self.when;
+    fn matches(&self, facts: &HopFacts<'_, '_>) -> bool {
+        let (w, hop) = (&self.when, facts.hop);
         if w.direction.is_some_and(|d| hop.direction != Some(d)) {
             return false;
         }
@@ -245,25 +248,20 @@ impl CompiledRule {
             return false;
         }
         for (name, values) in &w.headers {
-            let present = |value: &String| {
-                hop.headers()
-                    .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
-            };
-            if !values.iter().all(present) {
+            if !values.iter().all(|value| facts.has_header(name, value)) {
                 return false;
             }
         }
         for (key, expected) in &w.trace_tags {
-            if !hop
-                .attributes
-                .get(key)
+            if !facts
+                .attribute(key)
                 .is_some_and(|actual| tag_matches(actual, expected))
             {
                 return false;
             }
         }
         if let Some(predicate) = &w.body_json_path {
-            match body.get() {
+            match facts.body() {
                 Some(json) if predicate.matches(json) => {}
                 _ => return false,
             }
@@ -272,17 +270,129 @@ impl CompiledRule {
     }
 }
 
-/// The request body parsed as JSON at most once per hop, and only if a rule asks.
-struct LazyJson<'h, 'a> {
+/// What rules read from a hop beyond its indexed fields: each computed at most once per hop,
+/// and only when a candidate rule asks. A span can carry many attributes, so reading them
+/// once per rule would cost rules × attributes; instead one pass keeps the attributes some
+/// rule reads (`Reads`), sorted, and each rule looks its own up by binary search. (Sorted
+/// lists rather than hash maps: a hop has a handful of headers, and hashing them cost more
+/// than the scan it replaced.)
+struct HopFacts<'h, 'a> {
     hop: &'h Hop<'a>,
-    parsed: OnceCell<Option<serde_json::Value>>,
+    reads: &'h Reads,
+    body: OnceCell<Option<serde_json::Value>>,
+    /// Request headers some rule names, as sorted (lower-cased name, value) pairs: every value
+    /// of a repeated header.
+    headers: OnceCell<Vec<(Cow<'a, str>, &'a str)>>,
+    /// Attributes some rule's `traceTags` names, sorted by key, the first of each key (as
+    /// [`Attributes::get`] reads them).
+    attributes: OnceCell<Vec<(&'a str, AttrRef<'a>)>>,
+    /// Passes over the span's attributes, for tests.
+    #[cfg(test)]
+    attribute_passes: std::cell::Cell<usize>,
 }
 
-impl LazyJson<'_, '_> {
-    fn get(&self) -> Option<&serde_json::Value> {
-        self.parsed
+impl<'h, 'a> HopFacts<'h, 'a> {
+    fn new(hop: &'h Hop<'a>, reads: &'h Reads) -> Self {
+        Self {
+            hop,
+            reads,
+            body: OnceCell::new(),
+            headers: OnceCell::new(),
+            attributes: OnceCell::new(),
+            #[cfg(test)]
+            attribute_passes: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The request body parsed as JSON.
+    fn body(&self) -> Option<&serde_json::Value> {
+        self.body
             .get_or_init(|| serde_json::from_str(&self.hop.body()?).ok())
             .as_ref()
+    }
+
+    /// Whether the request carries header `name` (lower-case) with `value`.
+    fn has_header(&self, name: &str, value: &str) -> bool {
+        let headers = self.headers.get_or_init(|| {
+            self.count_pass();
+            let lower = |name: &'a str| match name.bytes().any(|b| b.is_ascii_uppercase()) {
+                true => Cow::Owned(name.to_ascii_lowercase()),
+                false => Cow::Borrowed(name),
+            };
+            let mut headers: Vec<_> = self
+                .hop
+                .headers()
+                .map(|(name, value)| (lower(name), value))
+                .filter(|(name, _)| self.reads.reads_header(name))
+                .collect();
+            headers.sort_unstable();
+            headers
+        });
+        headers
+            .binary_search_by(|(n, v)| (n.as_ref(), *v).cmp(&(name, value)))
+            .is_ok()
+    }
+
+    /// The first attribute named `key`.
+    fn attribute(&self, key: &str) -> Option<AttrRef<'a>> {
+        let attributes = self.attributes.get_or_init(|| {
+            self.count_pass();
+            let mut attributes: Vec<_> = self
+                .hop
+                .attributes
+                .iter()
+                .filter(|(key, _)| self.reads.reads_tag(key))
+                .collect();
+            // A stable sort keeps equal keys in arrival order, so dedup keeps the first.
+            attributes.sort_by_key(|(key, _)| *key);
+            attributes.dedup_by_key(|(key, _)| *key);
+            attributes
+        });
+        let at = attributes.binary_search_by_key(&key, |(k, _)| k).ok()?;
+        Some(attributes[at].1)
+    }
+
+    fn count_pass(&self) {
+        #[cfg(test)]
+        self.attribute_passes.set(self.attribute_passes.get() + 1);
+    }
+}
+
+/// The header names (lower-cased) and `traceTags` keys that the rules of an index read,
+/// sorted: what a hop keeps of its attributes.
+#[derive(Debug, Default)]
+struct Reads {
+    header_names: Vec<String>,
+    tag_keys: Vec<String>,
+}
+
+impl Reads {
+    fn of(rules: &[&Arc<CompiledRule>]) -> Self {
+        let mut reads = Self::default();
+        for rule in rules {
+            let when = &rule.when;
+            let names = when.headers.iter().map(|(name, _)| name.clone());
+            reads.header_names.extend(names);
+            let keys = when.trace_tags.iter().map(|(key, _)| key.clone());
+            reads.tag_keys.extend(keys);
+        }
+        for list in [&mut reads.header_names, &mut reads.tag_keys] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        reads
+    }
+
+    fn reads_header(&self, name: &str) -> bool {
+        self.header_names
+            .binary_search_by(|n| n.as_str().cmp(name))
+            .is_ok()
+    }
+
+    fn reads_tag(&self, key: &str) -> bool {
+        self.tag_keys
+            .binary_search_by(|k| k.as_str().cmp(key))
+            .is_ok()
     }
 }
 
@@ -353,150 +463,6 @@ fn ends_with_label(host: &str, domain: &str) -> bool {
         && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
 }
 
-type Bucket = Vec<Arc<CompiledRule>>;
-
-#[derive(Debug, Default)]
-struct PathBuckets {
-    any: Bucket,
-    exact: HashMap<String, Bucket>,
-}
-
-#[derive(Debug, Default)]
-struct MethodBuckets {
-    any: PathBuckets,
-    exact: HashMap<String, PathBuckets>,
-}
-
-/// Case and session rules, indexed for the inject path.
-#[derive(Debug, Default)]
-pub struct RuleIndex {
-    case: Option<CompiledLayer>,
-    session: Option<CompiledLayer>,
-    /// Indexed by direction: any, inbound, outbound.
-    by_direction: [MethodBuckets; 3],
-    len: usize,
-}
-
-impl RuleIndex {
-    /// Builds the index over both rule layers.
-    pub fn build(case: Option<CompiledLayer>, session: Option<CompiledLayer>) -> Self {
-        let mut index = Self::default();
-        for rule in case
-            .iter()
-            .chain(session.iter())
-            .flat_map(|layer| layer.iter())
-        {
-            let slot = direction_slot(rule.when.direction);
-            let methods = &mut index.by_direction[slot];
-            let paths = match &rule.when.method {
-                Some(method) => methods.exact.entry(method.clone()).or_default(),
-                None => &mut methods.any,
-            };
-            let bucket = match &rule.when.path {
-                Some(path) => {
-                    let bare = path.split_once('?').map_or(path.as_str(), |(p, _)| p);
-                    paths.exact.entry(bare.to_owned()).or_default()
-                }
-                None => &mut paths.any,
-            };
-            bucket.push(rule.clone());
-            index.len += 1;
-        }
-        let sort = |bucket: &mut Bucket| bucket.sort_by_key(|rule| std::cmp::Reverse(rule.rank));
-        for methods in &mut index.by_direction {
-            for paths in std::iter::once(&mut methods.any).chain(methods.exact.values_mut()) {
-                sort(&mut paths.any);
-                paths.exact.values_mut().for_each(sort);
-            }
-        }
-        index.case = case;
-        index.session = session;
-        index
-    }
-
-    /// The compiled case layer, reused when only the session rules change.
-    pub fn case_layer(&self) -> Option<CompiledLayer> {
-        self.case.clone()
-    }
-
-    /// The compiled session layer, reused when only the case changes.
-    pub fn session_layer(&self) -> Option<CompiledLayer> {
-        self.session.clone()
-    }
-
-    /// Number of indexed rules.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no rules are indexed.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The best matching rule with at least `min_priority` that is not exhausted, claiming it
-    /// if it is `consume: once`.
-    fn best_match(&self, hop: &Hop<'_>, min_priority: i64) -> Option<&Arc<CompiledRule>> {
-        let body = LazyJson {
-            hop,
-            parsed: OnceCell::new(),
-        };
-        let buckets = self.candidates(hop);
-        loop {
-            let mut best: Option<&Arc<CompiledRule>> = None;
-            for bucket in buckets.iter().flatten() {
-                // Buckets are sorted best-first, so only a better rank than `best` can win.
-                let found = bucket
-                    .iter()
-                    .take_while(|rule| {
-                        rule.priority() >= min_priority && best.is_none_or(|b| rule.rank > b.rank)
-                    })
-                    .find(|rule| !rule.exhausted() && rule.matches(hop, &body));
-                if found.is_some() {
-                    best = found;
-                }
-            }
-            match best {
-                Some(rule) if !rule.claim() => continue, // lost a race for a once-rule
-                other => return other,
-            }
-        }
-    }
-
-    /// The (up to eight) buckets that can hold rules matching `hop`.
-    fn candidates(&self, hop: &Hop<'_>) -> [Option<&Bucket>; 8] {
-        let mut out = [None; 8];
-        let slots = [Some(0), hop.direction.map(|d| direction_slot(Some(d)))];
-        let mut n = 0;
-        for slot in slots.into_iter().flatten() {
-            let methods = &self.by_direction[slot];
-            for paths in [Some(&methods.any), methods.exact.get(&*hop.method)]
-                .into_iter()
-                .flatten()
-            {
-                for bucket in [Some(&paths.any), paths.exact.get(hop.path)]
-                    .into_iter()
-                    .flatten()
-                {
-                    if !bucket.is_empty() {
-                        out[n] = Some(bucket);
-                        n += 1;
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-fn direction_slot(direction: Option<Direction>) -> usize {
-    match direction {
-        None => 0,
-        Some(Direction::Inbound) => 1,
-        Some(Direction::Outbound) => 2,
-    }
-}
-
 /// The answer to one inject lookup.
 #[derive(Debug, Clone)]
 pub enum Decision<'a> {
@@ -550,7 +516,7 @@ pub fn decide<'a>(index: &'a RuleIndex, policy: Option<&Policy>, hop: &Hop<'_>) 
     // The policy sits at priority 0 in the lowest layer: when it blocks, only rules with a
     // priority of 0 or more can still answer.
     let min_priority = if policy_blocks { 0 } else { i64::MIN };
-    match index.best_match(hop, min_priority) {
+    match index.best_match(&index.facts(hop), min_priority) {
         Some(rule) => match &rule.then {
             Action::Mock(response) => Decision::Mock(rule, response),
             Action::Error(response) => Decision::Error(rule, response),
@@ -565,6 +531,226 @@ pub fn decide<'a>(index: &'a RuleIndex, policy: Option<&Policy>, hop: &Hop<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::When;
+
+    fn rule(label: String, priority: i64, when: When) -> Rule {
+        Rule {
+            label: Some(label),
+            priority,
+            consume: Consume::Many,
+            when,
+            then: Action::Passthrough,
+        }
+    }
+
+    fn hop<'a>(method: &'a str, host: &'a str, path: &'a str) -> Hop<'a> {
+        Hop {
+            direction: Some(Direction::Outbound),
+            service: "checkout",
+            host,
+            method: Cow::Borrowed(method),
+            path,
+            query: "",
+            attributes: Attributes::Wire(Vec::new()),
+        }
+    }
+
+    fn winner(index: &RuleIndex, hop: &Hop<'_>) -> Option<String> {
+        decide(index, None, hop)
+            .rule()
+            .map(|rule| rule.label.clone())
+    }
+
+    #[test]
+    fn prefix_body_and_host_rules_are_reached_through_the_index() {
+        const N: usize = 100_000;
+        let mut rules = Vec::with_capacity(3 * N);
+        for i in 0..N {
+            let when = When {
+                path_prefix: Some(format!("/p/{i}/")),
+                ..When::default()
+            };
+            rules.push(rule(format!("prefix-{i}"), 0, when));
+        }
+        for i in 0..N {
+            let when = When {
+                method: Some("POST".into()),
+                path_prefix: Some(format!("/b/{i}/")),
+                body_json_path: Some(BodyJsonPredicate::parse(&format!("$.id == {i}")).unwrap()),
+                ..When::default()
+            };
+            rules.push(rule(format!("body-{i}"), 0, when));
+        }
+        for i in 0..N {
+            let (host, host_suffix) = match i % 2 {
+                0 => (Some(format!("svc{i}.example.com")), None),
+                _ => (None, Some(format!(".t{i}.internal"))),
+            };
+            let when = When {
+                host,
+                host_suffix,
+                ..When::default()
+            };
+            rules.push(rule(format!("host-{i}"), 0, when));
+        }
+        let index = RuleIndex::build(None, Some(compile_layer(Layer::Session, &rules)));
+        assert_eq!(index.len(), 3 * N);
+
+        let lookups = [
+            (hop("GET", "", "/p/77777/x"), Some("prefix-77777")),
+            (hop("GET", "", "/p/7/"), Some("prefix-7")),
+            (hop("GET", "", "/p/7"), None),
+            (hop("GET", "", "/q/7/"), None),
+            (hop("POST", "", "/b/4242/items"), None), // no body
+            (
+                hop("GET", "svc1234.example.com:443", "/"),
+                Some("host-1234"),
+            ),
+            (hop("GET", "SVC1234.example.com", "/"), Some("host-1234")),
+            (hop("GET", "xsvc1234.example.com", "/"), None),
+            (hop("GET", "db.t4321.internal", "/"), Some("host-4321")),
+            (hop("GET", "t4321.internal", "/"), None),
+        ];
+        for (hop, expected) in &lookups {
+            assert_eq!(winner(&index, hop).as_deref(), *expected, "{hop:?}");
+            let visited = index.candidates_visited(hop);
+            assert!(visited <= 1, "{visited} candidates for {hop:?}");
+        }
+
+        let body = r#"{"id":4242}"#;
+        let mut with_body = hop("POST", "", "/b/4242/items");
+        with_body.attributes = Attributes::Wire(vec![(keys::REQUEST_BODY, AttrRef::Str(body))]);
+        assert_eq!(winner(&index, &with_body).as_deref(), Some("body-4242"));
+        assert_eq!(index.candidates_visited(&with_body), 1);
+    }
+
+    #[test]
+    fn header_and_tag_rules_read_the_span_once() {
+        let mut rules: Vec<Rule> = (0..1_000)
+            .map(|i| {
+                let headers = [(
+                    format!("X-Rule-{i}"),
+                    crate::rules::OneOrMany(vec!["yes".into()]),
+                )];
+                let when = When {
+                    headers: Some(headers.into_iter().collect()),
+                    ..When::default()
+                };
+                rule(format!("header-{i}"), 0, when)
+            })
+            .collect();
+        rules.extend((0..100).map(|i| {
+            let tags = [(format!("tag.{i}"), TagValue::Bool(true))];
+            let when = When {
+                trace_tags: Some(tags.into_iter().collect()),
+                ..When::default()
+            };
+            rule(format!("tag-{i}"), 0, when)
+        }));
+        let index = RuleIndex::build(None, Some(compile_layer(Layer::Session, &rules)));
+        let keys: Vec<String> = (0..300_000)
+            .map(|j| format!("http.request.header.x-other-{j}"))
+            .collect();
+        let mut attributes: Vec<(&str, AttrRef<'_>)> = keys
+            .iter()
+            .map(|key| (key.as_str(), AttrRef::Str("yes")))
+            .collect();
+        attributes.push(("http.request.header.x-rule-0", AttrRef::Str("yes")));
+        let mut hop = hop("GET", "", "/");
+        hop.attributes = Attributes::Wire(attributes);
+
+        // Rule 0 ranks last, so every header and tag rule is checked before it wins.
+        let facts = index.facts(&hop);
+        let best = index
+            .best_match(&facts, i64::MIN)
+            .map(|rule| rule.label.as_str());
+        assert_eq!(best, Some("header-0"));
+        assert_eq!(index.candidates_visited(&hop), 1_100);
+        // One pass builds the header set, one the attribute map; not one per rule.
+        assert_eq!(facts.attribute_passes.get(), 2);
+    }
+
+    /// The index decides exactly as checking every rule in precedence order would.
+    #[test]
+    fn the_index_decides_like_a_scan_in_precedence_order() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut pick = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let some = |values: &[&str], i: usize| values.get(i).map(|v| v.to_string());
+        let rules: Vec<Rule> = (0..600)
+            .map(|i| {
+                let when = When {
+                    direction: [None, Some(Direction::Inbound), Some(Direction::Outbound)][pick(3)],
+                    method: some(&["GET", "post"], pick(3)),
+                    path: some(&["/a", "/a/b", "/a/b?x=1", "/c"], pick(8)),
+                    path_prefix: some(&["/", "/a", "/a/", "/a/b", "/c/d", "/é"], pick(9)),
+                    host: some(
+                        &[
+                            "stripe.com",
+                            "API.stripe.com",
+                            "proxy:8084",
+                            "internal",
+                            "[::1]:80",
+                        ],
+                        pick(9),
+                    ),
+                    host_suffix: some(&[".internal", "internal", "stripe.com", ".com"], pick(8)),
+                    ..When::default()
+                };
+                rule(format!("r{i}"), pick(3) as i64 - 1, when)
+            })
+            .collect();
+        let half = rules.len() / 2;
+        let case = compile_layer(Layer::Case, &rules[..half]);
+        let session = compile_layer(Layer::Session, &rules[half..]);
+        let mut by_rank: Vec<&Arc<CompiledRule>> = case.iter().chain(session.iter()).collect();
+        by_rank.sort_by_key(|rule| std::cmp::Reverse(rule.rank));
+        let index = RuleIndex::build(Some(case.clone()), Some(session.clone()));
+
+        let hosts = [
+            "api.stripe.com",
+            "Stripe.COM:443",
+            "notstripe.com",
+            "proxy:8084",
+            "proxy:9000",
+            "db.internal",
+            "internal",
+            "INTERNAL:80",
+            "a.b.internal",
+            "[::1]:80",
+            "[::1]",
+            "",
+        ];
+        let paths = ["/a", "/a/b", "/a/bc", "/c/d/e", "/", "", "/x", "/é/x"];
+        let mut checked = 0;
+        for _ in 0..3_000 {
+            let mut hop = hop(
+                ["GET", "POST", "PUT"][pick(3)],
+                hosts[pick(hosts.len())],
+                "",
+            );
+            hop.direction = [None, Some(Direction::Inbound), Some(Direction::Outbound)][pick(3)];
+            hop.path = paths[pick(paths.len())];
+            hop.query = ["", "x=1"][pick(2)];
+            let facts = index.facts(&hop);
+            for min_priority in [i64::MIN, 0] {
+                let scan = by_rank
+                    .iter()
+                    .find(|rule| rule.priority() >= min_priority && rule.matches(&facts))
+                    .map(|rule| &rule.label);
+                let indexed = index
+                    .best_match(&facts, min_priority)
+                    .map(|rule| &rule.label);
+                assert_eq!(indexed, scan, "{hop:?} at {min_priority}");
+                checked += usize::from(scan.is_some());
+            }
+        }
+        assert!(checked > 1_000, "too few hops matched anything: {checked}");
+    }
 
     #[test]
     fn host_forms() {

@@ -205,24 +205,75 @@ impl Body {
     }
 }
 
+/// The most rules one document holds: a `…/rules` body, or the `rules` embedded in a case. A
+/// session holds at most twice this many (its rules plus its case's). The index keeps lookups
+/// flat however many rules there are, but a scan remains for rules whose only predicates
+/// cannot be indexed (headers, `bodyJsonPath`, `traceTags`, …) and the index is rebuilt on
+/// every write: the ceiling bounds both.
+pub const MAX_RULES_PER_DOCUMENT: usize = 100_000;
+
 /// Parses a `…/rules` body: `{"version":1,"rules":[…]}` or a bare array of rules.
 ///
 /// `version` may be absent; when present it must be 1.
 pub fn parse_rules_document(bytes: &[u8]) -> Result<Vec<Rule>, DocumentError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        return parse_json::<Vec<Rule>>(bytes);
+        return parse_json::<RuleList>(bytes).map(|list| list.0);
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct RulesDocument {
         #[serde(default)]
         version: Option<RulesVersion>,
-        rules: Vec<Rule>,
+        rules: RuleList,
     }
     let document: RulesDocument = parse_json_object(bytes)?;
     let _ = document.version;
-    Ok(document.rules)
+    Ok(document.rules.0)
+}
+
+/// A list of at most [`MAX_RULES_PER_DOCUMENT`] rules.
+struct RuleList(Vec<Rule>);
+
+impl<'de> Deserialize<'de> for RuleList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_rule_list(deserializer).map(Self)
+    }
+}
+
+/// Deserializes a list of rules, refusing it as soon as it holds more than
+/// [`MAX_RULES_PER_DOCUMENT`], before the rest is parsed. For `#[serde(deserialize_with)]` on
+/// a document's `rules` field (rules documents, and a case's embedded rules).
+pub fn deserialize_rule_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Rule>, D::Error> {
+    struct Visitor;
+
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = Vec<Rule>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of rules")
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Rule>, A::Error> {
+            // The size hint comes from the sender: trust it only up to the ceiling.
+            let hint = seq.size_hint().unwrap_or(0).min(MAX_RULES_PER_DOCUMENT);
+            let mut rules = Vec::with_capacity(hint);
+            while let Some(rule) = seq.next_element()? {
+                if rules.len() == MAX_RULES_PER_DOCUMENT {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_RULES_PER_DOCUMENT} rules: a rules document (or a \
+                         case's embedded rules) holds at most {MAX_RULES_PER_DOCUMENT}"
+                    )));
+                }
+                rules.push(rule);
+            }
+            Ok(rules)
+        }
+    }
+
+    deserializer.deserialize_seq(Visitor)
 }
 
 /// The rules document `version`: absent or 1.
@@ -608,5 +659,21 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn documents_hold_at_most_the_ceiling() {
+        let rule = r#"{"when":{},"then":{"action":"passthrough"}}"#;
+        let list = |n: usize| format!("[{}]", vec![rule; n].join(","));
+        assert_eq!(
+            parse(&list(MAX_RULES_PER_DOCUMENT)).unwrap().len(),
+            MAX_RULES_PER_DOCUMENT
+        );
+        let over = list(MAX_RULES_PER_DOCUMENT + 1);
+        let want = format!("more than {MAX_RULES_PER_DOCUMENT} rules");
+        let err = parse(&over).unwrap_err();
+        assert!(err.contains(&want), "{err}");
+        let err = parse(&format!(r#"{{"version":1,"rules":{over}}}"#)).unwrap_err();
+        assert!(err.starts_with("rules") && err.contains(&want), "{err}");
     }
 }
