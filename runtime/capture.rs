@@ -89,10 +89,12 @@ pub fn close_session(
                 }
                 Err(err) => {
                     buffer.unseal();
-                    // A path the client chose and the runtime refused is the client's to fix;
-                    // any other failure keeps the capture for a retry.
                     if !err.is_refused_path() {
                         state.metrics.capture_write_failed();
+                    }
+                    // A failed close request is answered and may be retried by its client; a
+                    // failed expiry is retried at every sweep until the case is written.
+                    if closing == Closing::Idle {
                         session.set_capture_write_error(Some(err.to_string()));
                     }
                     return Err(CloseError::Write(err));

@@ -210,7 +210,7 @@ pub enum SessionCommand {
         /// The session.
         #[command(flatten)]
         session: SessionId,
-        /// Where the case goes (made absolute here; the runtime writes it).
+        /// Where the capture's case goes on this machine (downloaded from the runtime).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -382,7 +382,8 @@ pub enum CaptureCommand {
         /// Driver command, run with `sh -c`.
         #[arg(long)]
         driver: String,
-        /// Where the case goes.
+        /// Where the case goes on this machine (downloaded from the runtime); without it, the
+        /// case stays where the runtime wrote it.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Stop the driver after this long.
@@ -458,7 +459,8 @@ pub struct ServeArgs {
     /// Capture case path template: `{sessionId}`, `{ts}`, `{mode}`; a path or `file://` URL.
     #[arg(long, env = "SOFTPROBE_CAPTURE_CASE_PATH")]
     pub capture_case_path: Option<String>,
-    /// Bearer token required on `/v1/*` (health and metrics stay open). Unset: no auth.
+    /// Bearer token required on `/v1/*` and every gRPC method (health, metrics, the OpenAPI
+    /// document and gRPC reflection stay open). Unset: no auth.
     #[arg(long, env = "SOFTPROBE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Largest request body accepted, in bytes; larger bodies get 413.
@@ -489,13 +491,13 @@ pub struct ServeArgs {
     pub max_inflight_bytes: usize,
     /// Let a close request's `?out=` write anywhere the process may, not only inside
     /// --capture-dir (for a local, single-user runtime).
-    #[arg(long, env = "SOFTPROBE_CAPTURE_OUT_ANYWHERE")]
+    #[arg(long, env = "SOFTPROBE_CAPTURE_OUT_ANYWHERE", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub capture_out_anywhere: bool,
     /// Open connections across both listeners; more are closed at once.
     #[arg(long, env = "SOFTPROBE_MAX_CONNECTIONS", default_value_t = 1000)]
     pub max_connections: usize,
-    /// Time a client has to send a request's headers (and, on HTTP/1.1, to start its next
-    /// request on a kept-alive connection).
+    /// Time an HTTP/1.1 client has to send a request's headers, and to start its next request
+    /// on a kept-alive connection (HTTP/2 and gRPC connections are bounded by the idle timeout).
     #[arg(long, env = "SOFTPROBE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
     /// A connection that moves no byte for this long is closed.

@@ -562,3 +562,50 @@ async fn scrub_redacts_in_place_and_hashes_deterministically() {
     let completion = softprobe("http://127.0.0.1:9", &["completion", "bash"], &[]).await;
     assert!(stdout(&completion).contains("softprobe"));
 }
+
+#[tokio::test]
+async fn close_out_on_a_session_without_a_capture_closes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(&[]).await;
+    let url = runtime.url("");
+    let id = runtime.session("replay").await;
+    let out = dir.path().join("case.json");
+    let refused = softprobe(
+        &url,
+        &["session", "close", "--out", out.to_str().unwrap()],
+        &[("SOFTPROBE_SESSION_ID", id.as_str())],
+    )
+    .await;
+    assert_eq!(code(&refused), 2);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("replay session"), "{stderr}");
+    assert!(!out.exists());
+    // Still open.
+    let stats = runtime.get_json(&format!("/v1/sessions/{id}/stats")).await;
+    assert_eq!(stats["sessionId"], id.as_str());
+    runtime.stop().await;
+}
+
+#[tokio::test]
+async fn capture_out_anywhere_reads_boolish_environment_values() {
+    for (value, accepted) in [("1", true), ("true", true), ("0", true), ("maybe", false)] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:1",
+                "--grpc-listen",
+                "127.0.0.1:1",
+            ])
+            .env("SOFTPROBE_CAPTURE_OUT_ANYWHERE", value)
+            .output()
+            .unwrap();
+        // Accepted values get as far as binding (port 1 is refused); others are usage errors.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.contains("cannot listen"),
+            accepted,
+            "{value}: {stderr}"
+        );
+    }
+}

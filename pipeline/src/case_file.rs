@@ -182,11 +182,13 @@ pub fn write_case(
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     // Dropped (and so removed) on every early return below.
-    let mut temporary = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .tempfile_in(parent)
-        .map_err(io)?;
+    let prefix = format!(".{file_name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // Readable like any file the process writes (tempfile's default is owner-only).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut temporary = builder.tempfile_in(parent).map_err(io)?;
     temporary.write_all(&bytes).map_err(io)?;
     temporary.as_file().sync_all().map_err(io)?;
     let file = temporary.persist(path).map_err(|err| io(err.error))?;

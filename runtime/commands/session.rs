@@ -171,6 +171,18 @@ pub(super) async fn close_to(
     let out = out
         .map(|p| std::path::absolute(p).map_err(|err| CliError::io(p, err)))
         .transpose()?;
+    if out.is_some() {
+        // Before closing anything: only a capture session has a case to download.
+        let stats = client.get(&path(id, "stats")).await?;
+        if let Some(mode) = stats["mode"].as_str().filter(|mode| *mode != "capture") {
+            return Err(CliError::new(
+                super::exit::USAGE,
+                "no_capture",
+                format!("session {id} is a {mode} session: it has no capture to write to --out"),
+                "close it without --out, or start a capture session (session start --mode capture)",
+            ));
+        }
+    }
     let closed = client.post(&path(id, "close"), None).await?;
     let Some(out) = out else {
         return Ok(closed["capturePath"].as_str().map(str::to_owned));

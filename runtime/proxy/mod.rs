@@ -8,6 +8,7 @@
 mod abi;
 mod codes;
 mod host;
+mod probe;
 mod vm;
 
 pub use vm::LoadError;
@@ -162,6 +163,7 @@ fn text(status: StatusCode, message: String) -> Response {
 }
 
 async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
+    let t0 = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     // Where the request goes: the reverse-proxy upstream, or the absolute-form target.
     let (base, authority) = match (
@@ -198,6 +200,8 @@ async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
             );
         }
     };
+    probe::record("a1 body read", t0);
+    let t1 = std::time::Instant::now();
     let mut headers = vec![
         (":method".to_owned(), parts.method.as_str().to_owned()),
         (":path".to_owned(), path),
@@ -226,6 +230,7 @@ async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         });
         (context, proceed, vm.take_calls(), vm.take_effect(context))
     };
+    probe::record("a2 lock+on_request", t1);
     proxy
         .waiters
         .lock()
@@ -237,8 +242,13 @@ async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         Some(effect) => effect,
         None if proceed => Effect::Continue,
         // Held: wait for the filter to resume the request or answer it.
-        None => decisions.recv().await.unwrap_or(Effect::Continue),
+        None => {
+            let e = decisions.recv().await.unwrap_or(Effect::Continue);
+            probe::since_mark("b6 effect->handler");
+            e
+        }
     };
+    let t3 = std::time::Instant::now();
     let response = match decision {
         Effect::Local {
             status,
@@ -253,6 +263,8 @@ async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
         .unwrap_or_else(|p| p.into_inner())
         .remove(&context);
     finish_later(proxy, context);
+    probe::record("c reply built", t3);
+    probe::record("total", t0);
     response
 }
 
@@ -317,10 +329,15 @@ async fn forward(proxy: &Proxy, context: u32, base: &str) -> Response {
 fn run_calls(proxy: &Proxy, calls: Vec<PendingCall>) {
     for call in calls {
         let proxy = proxy.clone();
+        let spawned = std::time::Instant::now();
         tokio::spawn(async move {
+            probe::record("b1 spawn->task", spawned);
             let answer = send_call(&proxy, &call).await;
+            let t5 = std::time::Instant::now();
             let (effects, more) = {
                 let mut vm = proxy.vm();
+                probe::record("b4a vm lock wait", t5);
+                let t6 = std::time::Instant::now();
                 if let Err(err) = vm.on_call_response(call.token, answer) {
                     tracing::error!(%err, "Filter trapped on an HTTP call answer.");
                 }
@@ -329,15 +346,19 @@ fn run_calls(proxy: &Proxy, calls: Vec<PendingCall>) {
                     .into_iter()
                     .filter_map(|context| vm.take_effect(context).map(|effect| (context, effect)))
                     .collect();
+                probe::record("b4b on_call_resp+scan", t6);
                 (effects, vm.take_calls())
             };
+            let t7 = std::time::Instant::now();
             let waiters = proxy
                 .waiters
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
+            probe::record("b5 waiters clone", t7);
             for (context, effect) in effects {
                 if let Some(waiter) = waiters.get(&context) {
+                    probe::mark();
                     let _ = waiter.send(effect);
                 }
             }
@@ -356,6 +377,7 @@ async fn send_call(proxy: &Proxy, call: &PendingCall) -> Option<host::Message> {
     let base = proxy.vm().resolve(&call.upstream)?;
     let (request, url) = outgoing(&proxy.http, &base, &call.headers, call.body.clone());
     let request = request.timeout(call.timeout);
+    let t = std::time::Instant::now();
     let response = match request.send().await {
         Ok(response) => response,
         Err(err) => {
@@ -363,8 +385,11 @@ async fn send_call(proxy: &Proxy, call: &PendingCall) -> Option<host::Message> {
             return None;
         }
     };
+    probe::record("b2 call send->headers", t);
+    let t = std::time::Instant::now();
     let headers = incoming_headers(&response);
     let body = response.bytes().await.ok()?.to_vec();
+    probe::record("b3 call body", t);
     Some((headers, body))
 }
 
