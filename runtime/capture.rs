@@ -2,11 +2,11 @@
 //! idle expiry and at shutdown. A capture is never thrown away: a case that cannot be written
 //! keeps its session open, and the write is retried.
 
-use crate::case_index::WrittenCase;
+use crate::case_index::CaseFile;
 use crate::state::AppState;
-use softprobe_pipeline::capture::case_document;
-use softprobe_pipeline::case_file::{WriteError, write_case};
+use softprobe_pipeline::case_file::{CasePaths, WriteError};
 use softprobe_pipeline::session::Session;
+use softprobe_pipeline::stages::CaseWriter;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -38,9 +38,9 @@ pub enum CloseError {
     Write(WriteError),
 }
 
-/// Closes a session: seals its capture (exports from then on are refused), writes the case,
-/// then removes the session. A failed write reopens the capture and leaves the session in the
-/// store, so nothing is lost and the close can be retried.
+/// Closes a session: the case writer writes its capture's case (refusing exports from then on),
+/// then the session is removed. A failed write leaves the session capturing in the store, so
+/// nothing is lost and the close can be retried.
 pub fn close_session(
     state: &AppState,
     session: &Session,
@@ -56,52 +56,44 @@ pub fn close_session(
     {
         return Err(CloseError::InUse);
     }
-    let path = match &session.capture {
-        Some(buffer) => {
-            let now = SystemTime::now();
-            let out = match closing {
-                Closing::Request { out } => out,
-                Closing::Idle | Closing::Shutdown => None,
-            };
-            let captured = buffer.seal();
-            let written = state
-                .settings
-                .case_paths
-                .resolve(out, session.id(), now)
-                .and_then(|destination| {
-                    let document = case_document(session.id(), now, &captured);
-                    let meta = write_case(&destination, &document, |path, meta| {
-                        state.captures.wrote(path, meta)
-                    })?;
-                    Ok(WrittenCase::new(destination.path, &meta))
-                });
-            match written {
-                Ok(written) => {
-                    tracing::info!(
-                        session_id = session.id(),
-                        path = %written.path.display(),
-                        spans = captured.spans,
-                        dropped_spans = captured.dropped_spans,
-                        "Capture written."
-                    );
-                    state.captures.remember(session.id(), written.clone());
-                    Some(written.path)
-                }
-                Err(err) => {
-                    buffer.unseal();
-                    if !err.is_refused_path() {
-                        state.metrics.capture_write_failed();
-                    }
-                    // A failed close request is answered and may be retried by its client; a
-                    // failed expiry is retried at every sweep until the case is written.
-                    if closing == Closing::Idle {
-                        session.set_capture_write_error(Some(err.to_string()));
-                    }
-                    return Err(CloseError::Write(err));
-                }
-            }
+    let now = SystemTime::now();
+    let out = match closing {
+        Closing::Request { out } => out,
+        Closing::Idle | Closing::Shutdown => None,
+    };
+    let writer = state.pipelines.case_writer();
+    let written = writer
+        .destination(session, out, now)
+        .and_then(|destination| {
+            writer.write(session, &destination, now, |path, meta| {
+                state.captures.wrote(path, meta)
+            })
+        });
+    let path = match written {
+        Ok(None) => None,
+        Ok(Some(written)) => {
+            tracing::info!(
+                session_id = session.id(),
+                path = %written.path.display(),
+                spans = written.spans,
+                dropped_spans = written.dropped_spans,
+                "Capture written."
+            );
+            let file = CaseFile::new(written.path.clone(), &written.metadata);
+            state.captures.remember(session.id(), file);
+            Some(written.path)
         }
-        None => None,
+        Err(err) => {
+            if !err.is_refused_path() {
+                state.metrics.capture_write_failed();
+            }
+            // A failed close request is answered and may be retried by its client; a failed
+            // expiry is retried at every sweep until the case is written.
+            if closing == Closing::Idle {
+                session.set_capture_write_error(Some(err.to_string()));
+            }
+            return Err(CloseError::Write(err));
+        }
     };
     guard.mark_closed();
     drop(guard);
@@ -138,7 +130,7 @@ pub fn flush_all(state: &AppState) {
         }
         match close_session(state, &session, Closing::Shutdown) {
             Ok(_) | Err(CloseError::AlreadyClosed | CloseError::InUse) => {}
-            Err(err) => spill(&session, &err),
+            Err(err) => spill(state.pipelines.case_writer(), &session, &err),
         }
     }
 }
@@ -149,26 +141,20 @@ pub fn spill_dir() -> PathBuf {
     std::env::temp_dir().join("softprobe-unwritten-captures")
 }
 
-fn spill(session: &Session, err: &CloseError) {
-    let Some(buffer) = &session.capture else {
-        return;
-    };
+fn spill(writer: &CaseWriter, session: &Session, err: &CloseError) {
     let now = SystemTime::now();
-    let destination = softprobe_pipeline::case_file::CasePaths {
+    let spill = CasePaths {
         capture_dir: spill_dir(),
-        template: None,
-        out_anywhere: false,
-    }
-    .resolve(None, session.id(), now);
-    let written = destination.and_then(|destination| {
-        let document = case_document(session.id(), now, &buffer.seal());
-        write_case(&destination, &document, |_, _| false).map(|_| destination.path)
-    });
+        ..CasePaths::default()
+    };
+    let written = spill
+        .resolve(None, session.id(), now)
+        .and_then(|destination| writer.write(session, &destination, now, |_, _| false));
     match written {
-        Ok(path) => tracing::error!(
+        Ok(written) => tracing::error!(
             session_id = session.id(),
             %err,
-            spilled_to = %path.display(),
+            spilled_to = ?written.map(|w| w.path),
             "Capture could not be written at shutdown; written to the spill directory instead."
         ),
         Err(spill_err) => tracing::error!(

@@ -12,7 +12,7 @@ pub const REMEMBERED_CAPTURES: usize = 10_000;
 
 /// A case file as this runtime wrote it: a download checks the file still is that file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrittenCase {
+pub struct CaseFile {
     /// Where it was written.
     pub path: PathBuf,
     identity: FileIdentity,
@@ -45,7 +45,7 @@ impl FileIdentity {
     }
 }
 
-impl WrittenCase {
+impl CaseFile {
     /// The case just written at `path`, whose file has `meta`.
     pub fn new(path: PathBuf, meta: &Metadata) -> Self {
         Self {
@@ -63,12 +63,12 @@ impl WrittenCase {
 /// Where recent capture sessions' cases were written.
 #[derive(Debug, Default)]
 pub struct CaptureIndex {
-    written: Mutex<(HashMap<String, WrittenCase>, VecDeque<String>)>,
+    written: Mutex<(HashMap<String, CaseFile>, VecDeque<String>)>,
 }
 
 impl CaptureIndex {
     /// Remembers the case of a closed session (the oldest is forgotten past the limit).
-    pub fn remember(&self, session_id: &str, written: WrittenCase) {
+    pub fn remember(&self, session_id: &str, written: CaseFile) {
         let mut guard = self.written.lock().unwrap_or_else(|p| p.into_inner());
         let (cases, order) = &mut *guard;
         if cases.insert(session_id.to_owned(), written).is_none() {
@@ -82,7 +82,7 @@ impl CaptureIndex {
     }
 
     /// The case a closed capture session was written to.
-    pub fn case_of(&self, session_id: &str) -> Option<WrittenCase> {
+    pub fn case_of(&self, session_id: &str) -> Option<CaseFile> {
         let guard = self.written.lock().unwrap_or_else(|p| p.into_inner());
         guard.0.get(session_id).cloned()
     }

@@ -3,7 +3,7 @@
 //! inject path only touches atomics.
 
 use softprobe_pipeline::budget::Budget;
-use softprobe_pipeline::session::Mode;
+use softprobe_pipeline::mode::Mode;
 use softprobe_pipeline::store::SessionStore;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

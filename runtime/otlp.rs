@@ -1,6 +1,7 @@
 //! OTLP receivers: `POST /v1/inject` and `POST /v1/traces` over HTTP, and over gRPC the
-//! standard `TraceService/Export` plus Softprobe's `InjectService/Inject`. Each hands the
-//! pipeline one record and maps its outcome to its protocol.
+//! standard `TraceService/Export` plus Softprobe's `InjectService/Inject`. Each hands its
+//! signal's pipeline the message and maps the outcome to its protocol, in the encoding the
+//! client asked for.
 
 use crate::api::RawBody;
 use crate::api::error::ApiError;
@@ -18,12 +19,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message as _;
-use softprobe_pipeline::otlp::{DecodeError, Encoding};
-use softprobe_pipeline::record::{
-    ExportOutcome, InjectOutcome, Outcome, PipelineError, Received, Signal,
-};
+use softprobe_pipeline::export::{ExportError, ExportOutcome};
+use softprobe_pipeline::inject::{ForwardReason, InjectError, InjectOutcome};
+use softprobe_pipeline::otlp::{DecodeError, Encoding, Received};
 use std::time::Instant;
-use tower::ServiceExt as _;
 
 /// The miss body, as the reference runtime words it.
 const NO_INJECT_MATCH: &str = r#"{"error":"no inject match"}"#;
@@ -39,92 +38,97 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// An OTLP/HTTP request as the pipeline takes it. Headers are read in place (axum's
-/// `HeaderMap` extractor would clone the map for every inject).
+/// An OTLP/HTTP request as the pipeline takes it, and the encoding the client wants its
+/// answer in. Headers are read in place (axum's `HeaderMap` extractor would clone the map for
+/// every inject).
 async fn received_http(
     state: &AppState,
-    signal: Signal,
     request: Request,
-) -> Result<Received, ApiError> {
+    answer: impl FnOnce(&HeaderMap) -> Encoding,
+) -> Result<(Received, Encoding), ApiError> {
     let headers = request.headers();
     let encoding = Encoding::from_content_type(header_text(headers, header::CONTENT_TYPE));
     let content_encoding = header_text(headers, header::CONTENT_ENCODING).map(str::to_owned);
-    // Inject answers in JSON only when asked to; an export answers in its own encoding.
-    let wants_json = signal == Signal::Inject
-        && header_text(headers, header::ACCEPT).is_some_and(|accept| {
-            accept.contains("application/json") && !accept.contains("protobuf")
-        });
+    let answer = answer(headers);
     let RawBody(body) = RawBody::from_request(request, state).await?;
-    Ok(Received {
-        signal,
+    let received = Received {
         body,
         encoding,
         content_encoding,
-        wants_json,
-    })
+    };
+    Ok((received, answer))
 }
 
-/// Runs the pipeline. Bodies past [`crate::api::OFFLOAD_BYTES`] are read on the blocking pool,
-/// so health checks and small injects keep their async workers while a large one parses.
-async fn run(state: &AppState, received: Received) -> Result<Outcome, PipelineError> {
-    let pipeline = state.pipeline.clone();
+/// Runs `work` (a pipeline) on `received`. Bodies past [`crate::api::OFFLOAD_BYTES`] are read
+/// on the blocking pool, so health checks and small injects keep their async workers while a
+/// large one parses.
+async fn run<T: Send + 'static>(
+    received: Received,
+    work: impl FnOnce(Received) -> T + Send + 'static,
+) -> T {
     if received.body.len() <= crate::api::OFFLOAD_BYTES {
-        return pipeline.oneshot(received).await;
+        return work(received);
     }
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(pipeline.oneshot(received)))
+    tokio::task::spawn_blocking(move || work(received))
         .await
         .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
 }
 
-/// The one mapping from pipeline failures to the HTTP wire.
-fn pipeline_error(err: PipelineError) -> ApiError {
+/// The one mapping from decoding failures to the HTTP wire.
+fn decode_error(err: &DecodeError) -> ApiError {
     let message = err.to_string();
     match err {
-        PipelineError::OverBudget(over) => ApiError::over_budget(&over),
-        PipelineError::Decode(DecodeError::TooLarge { .. }) => {
+        DecodeError::TooLarge { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
         }
-        PipelineError::Decode(
-            DecodeError::UnsupportedMediaType(_) | DecodeError::UnsupportedContentEncoding(_),
-        ) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            message,
-        ),
-        _ => ApiError::invalid_request(message),
+        DecodeError::UnsupportedMediaType(_) | DecodeError::UnsupportedContentEncoding(_) => {
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            )
+        }
+        DecodeError::Malformed(_) => ApiError::invalid_request(message),
     }
 }
 
 /// Records an inject outcome in the metrics.
-fn count_inject(state: &AppState, outcome: &Result<Outcome, PipelineError>, started: Instant) {
+fn count_inject(state: &AppState, outcome: &Result<InjectOutcome, InjectError>, started: Instant) {
     let result = match outcome {
-        Ok(Outcome::Inject(InjectOutcome::Hit { .. })) => InjectResult::Hit,
-        Ok(_) => InjectResult::Miss,
+        Ok(InjectOutcome::Hit(_)) => InjectResult::Hit,
+        Ok(InjectOutcome::Forward(_)) => InjectResult::Miss,
         Err(_) => InjectResult::Error,
     };
     let latency = (result != InjectResult::Error).then(|| started.elapsed());
     state.metrics.inject(result, latency);
-    if let Ok(Outcome::Inject(InjectOutcome::Forward {
-        reason: "unknown_session",
-    })) = outcome
-    {
+    if let Ok(InjectOutcome::Forward(ForwardReason::UnknownSession)) = outcome {
         state.metrics.refused_spans("unknown_session", 1);
+    }
+}
+
+/// Inject answers in JSON only when asked to.
+fn inject_answer(headers: &HeaderMap) -> Encoding {
+    match header_text(headers, header::ACCEPT) {
+        Some(accept) if accept.contains("application/json") && !accept.contains("protobuf") => {
+            Encoding::Json
+        }
+        _ => Encoding::Protobuf,
     }
 }
 
 /// `POST /v1/inject`: 200 with the hit, or 404 (forward upstream).
 pub async fn inject_http(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
-    let received = match received_http(&state, Signal::Inject, request).await {
+    let (received, answer) = match received_http(&state, request, inject_answer).await {
         Ok(received) => received,
         Err(err) => return err.into_response(),
     };
-    let outcome = run(&state, received).await;
+    let pipelines = state.pipelines.clone();
+    let outcome = run(received, move |received| pipelines.inject(&received)).await;
     count_inject(&state, &outcome, started);
     match outcome {
-        Ok(Outcome::Inject(InjectOutcome::Hit { hit, encoding })) => {
-            let body = match encoding {
+        Ok(InjectOutcome::Hit(hit)) => {
+            let body = match answer {
                 Encoding::Protobuf => hit.encode_protobuf(),
                 Encoding::Json => hit.encode_json(),
             };
@@ -132,14 +136,14 @@ pub async fn inject_http(State(state): State<AppState>, request: Request) -> Res
                 StatusCode::OK,
                 [(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static(encoding.content_type()),
+                    HeaderValue::from_static(answer.content_type()),
                 )],
                 body,
             )
                 .into_response()
         }
         // Any 404 tells the proxy to forward; the body says why for people reading logs.
-        Ok(_) => (
+        Ok(InjectOutcome::Forward(_)) => (
             StatusCode::NOT_FOUND,
             [(
                 header::CONTENT_TYPE,
@@ -148,7 +152,8 @@ pub async fn inject_http(State(state): State<AppState>, request: Request) -> Res
             NO_INJECT_MATCH,
         )
             .into_response(),
-        Err(err) => pipeline_error(err).into_response(),
+        Err(InjectError::Decode(err)) => decode_error(&err).into_response(),
+        Err(err) => ApiError::invalid_request(err.to_string()).into_response(),
     }
 }
 
@@ -177,40 +182,43 @@ fn export_response(outcome: &ExportOutcome) -> ExportTraceServiceResponse {
     }
 }
 
+/// An export answers in its request's encoding (protobuf when it declared none).
+fn export_answer(headers: &HeaderMap) -> Encoding {
+    match Encoding::from_content_type(header_text(headers, header::CONTENT_TYPE)) {
+        Ok(Some(Encoding::Json)) => Encoding::Json,
+        _ => Encoding::Protobuf,
+    }
+}
+
 /// `POST /v1/traces`: keeps the spans of live sessions; OTLP partial success for the rest.
 pub async fn traces_http(State(state): State<AppState>, request: Request) -> Response {
-    let received = match received_http(&state, Signal::Export, request).await {
+    let (received, answer) = match received_http(&state, request, export_answer).await {
         Ok(received) => received,
         Err(err) => return err.into_response(),
     };
-    match run(&state, received).await {
-        Ok(Outcome::Export(outcome)) => {
+    let pipelines = state.pipelines.clone();
+    match run(received, move |received| pipelines.export(received)).await {
+        Ok(outcome) => {
             count_export(&state, &outcome);
             let response = export_response(&outcome);
-            let body = match (outcome.encoding, &response.partial_success) {
+            let body = match (answer, &response.partial_success) {
                 (Encoding::Protobuf, _) => response.encode_to_vec(),
                 // Omit the field rather than write `"partialSuccess": null`.
                 (Encoding::Json, None) => b"{}".to_vec(),
                 (Encoding::Json, Some(_)) => serde_json::to_vec(&response).unwrap_or_default(),
             };
-            let content_type = HeaderValue::from_static(outcome.encoding.content_type());
+            let content_type = HeaderValue::from_static(answer.content_type());
             (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
-        Ok(Outcome::Inject(_)) => {
-            ApiError::internal("an export produced an inject answer").into_response()
-        }
-        Err(err) => pipeline_error(err).into_response(),
+        Err(ExportError::OverBudget(over)) => ApiError::over_budget(&over).into_response(),
+        Err(ExportError::Decode(err)) => decode_error(&err).into_response(),
     }
 }
 
-/// The one mapping from pipeline failures to gRPC statuses.
-fn grpc_status(err: PipelineError) -> tonic::Status {
+/// The one mapping from decoding failures to gRPC statuses.
+fn decode_status(err: &DecodeError) -> tonic::Status {
     match err {
-        // Retryable: OTLP exporters retry UNAVAILABLE with backoff.
-        PipelineError::OverBudget(_) => tonic::Status::unavailable(err.to_string()),
-        PipelineError::Decode(DecodeError::TooLarge { .. }) => {
-            tonic::Status::resource_exhausted(err.to_string())
-        }
+        DecodeError::TooLarge { .. } => tonic::Status::resource_exhausted(err.to_string()),
         _ => tonic::Status::invalid_argument(err.to_string()),
     }
 }
@@ -235,16 +243,17 @@ impl raw::trace_service_server::TraceService for GrpcServices {
         &self,
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<Bytes>, tonic::Status> {
-        let received = Received::protobuf(Signal::Export, request.into_inner());
-        match run(&self.state, received).await.map_err(grpc_status)? {
-            Outcome::Export(outcome) => {
+        let received = Received::protobuf(request.into_inner());
+        let pipelines = self.state.pipelines.clone();
+        match run(received, move |received| pipelines.export(received)).await {
+            Ok(outcome) => {
                 count_export(&self.state, &outcome);
                 let response = export_response(&outcome).encode_to_vec();
                 Ok(tonic::Response::new(response.into()))
             }
-            Outcome::Inject(_) => Err(tonic::Status::internal(
-                "an export produced an inject answer",
-            )),
+            // Retryable: OTLP exporters retry UNAVAILABLE with backoff.
+            Err(ExportError::OverBudget(over)) => Err(tonic::Status::unavailable(over.to_string())),
+            Err(ExportError::Decode(err)) => Err(decode_status(&err)),
         }
     }
 }
@@ -257,19 +266,18 @@ impl raw::inject_service_server::InjectService for GrpcServices {
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<Bytes>, tonic::Status> {
         let started = Instant::now();
-        let received = Received::protobuf(Signal::Inject, request.into_inner());
-        let outcome = run(&self.state, received).await;
+        let received = Received::protobuf(request.into_inner());
+        let pipelines = self.state.pipelines.clone();
+        let outcome = run(received, move |received| pipelines.inject(&received)).await;
         count_inject(&self.state, &outcome, started);
-        match outcome.map_err(grpc_status)? {
-            Outcome::Inject(InjectOutcome::Hit { hit, .. }) => {
-                Ok(tonic::Response::new(hit.encode_protobuf().into()))
-            }
-            Outcome::Inject(InjectOutcome::Forward { reason }) => Err(tonic::Status::not_found(
-                format!("no inject match ({reason}): forward upstream"),
-            )),
-            Outcome::Export(_) => Err(tonic::Status::internal(
-                "an inject produced an export answer",
-            )),
+        match outcome {
+            Ok(InjectOutcome::Hit(hit)) => Ok(tonic::Response::new(hit.encode_protobuf().into())),
+            Ok(InjectOutcome::Forward(reason)) => Err(tonic::Status::not_found(format!(
+                "no inject match ({}): forward upstream",
+                reason.as_str()
+            ))),
+            Err(InjectError::Decode(err)) => Err(decode_status(&err)),
+            Err(err) => Err(tonic::Status::invalid_argument(err.to_string())),
         }
     }
 }

@@ -3,9 +3,8 @@
 use crate::metrics::Metrics;
 use softprobe_pipeline::budget::Budget;
 use softprobe_pipeline::case_file::CasePaths;
-use softprobe_pipeline::stages::{Pipeline, PipelineConfig, ReceiveConfig, pipeline};
+use softprobe_pipeline::stages::{PipelineConfig, Pipelines, ReceiveConfig};
 use softprobe_pipeline::store::SessionStore;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Settings the request handlers read.
@@ -25,11 +24,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             api_token: None,
-            case_paths: CasePaths {
-                capture_dir: PathBuf::from("captures"),
-                template: None,
-                out_anywhere: false,
-            },
+            case_paths: CasePaths::default(),
             max_body_bytes: 32 * 1024 * 1024,
             max_inflight_bytes: 256 * 1024 * 1024,
         }
@@ -47,8 +42,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Where the cases of closed capture sessions were written, by session id.
     pub captures: Arc<crate::case_index::CaptureIndex>,
-    /// The OTLP pipeline over the same store.
-    pub pipeline: Pipeline,
+    /// The inject and export pipelines over the same store.
+    pub pipelines: Pipelines,
     /// Bytes of request bodies in flight, on both listeners.
     pub inflight: Arc<Budget>,
 }
@@ -61,6 +56,7 @@ impl AppState {
             receive: ReceiveConfig {
                 max_decoded_bytes: settings.max_body_bytes,
             },
+            case_paths: settings.case_paths.clone(),
             ..PipelineConfig::default()
         };
         let inflight = Budget::new(
@@ -69,7 +65,7 @@ impl AppState {
             settings.max_inflight_bytes,
         );
         Self {
-            pipeline: pipeline(store.clone(), config),
+            pipelines: Pipelines::new(store.clone(), config),
             store,
             metrics: Arc::default(),
             settings: Arc::new(settings),

@@ -18,7 +18,7 @@ pub struct Case {
     pub case_id: String,
     /// Optional mode the case was recorded in.
     #[serde(default)]
-    pub mode: Option<crate::session::Mode>,
+    pub mode: Option<crate::mode::Mode>,
     /// OTLP JSON trace documents; each must be an object.
     pub traces: Vec<serde_json::Map<String, serde_json::Value>>,
     /// Case-embedded rules, the middle layer of precedence (at most

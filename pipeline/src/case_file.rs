@@ -67,6 +67,16 @@ pub struct CasePaths {
     pub out_anywhere: bool,
 }
 
+impl Default for CasePaths {
+    fn default() -> Self {
+        Self {
+            capture_dir: PathBuf::from("captures"),
+            template: None,
+            out_anywhere: false,
+        }
+    }
+}
+
 /// A resolved destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {

@@ -12,65 +12,15 @@ mod index;
 
 pub use index::RuleIndex;
 
+use crate::hop::{Hop, host_has_suffix, host_matches};
 use crate::json_path::BodyJsonPredicate;
-use crate::otlp::{AttrRef, Attributes, keys};
+use crate::otlp::AttrRef;
 use crate::policy::Policy;
 use crate::rules::{Action, Consume, Direction, ErrorResponse, MockResponse, Rule, TagValue};
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// One HTTP hop as the proxy reports it, borrowed from the inject span: an inject is answered
-/// and dropped within the request, so nothing is copied out of the body. Headers, body and
-/// trace tags are read from the span's attributes only when a rule asks for them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hop<'a> {
-    /// `inbound` or `outbound`, when the proxy said.
-    pub direction: Option<Direction>,
-    /// Service name (`sp.service.name`, else resource `service.name`).
-    pub service: &'a str,
-    /// Host as sent (`url.host`, else `:authority`/`host`), port included when present.
-    pub host: &'a str,
-    /// Method, upper-cased.
-    pub method: Cow<'a, str>,
-    /// Path without the query string.
-    pub path: &'a str,
-    /// The query string without `?`, empty when absent.
-    pub query: &'a str,
-    /// The span's attributes.
-    pub attributes: Attributes<'a>,
-}
-
-impl<'a> Hop<'a> {
-    /// Request headers (`http.request.header.<name>` attributes holding a string) in arrival
-    /// order, names as sent: compare them ignoring case.
-    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
-        self.attributes.iter().filter_map(|(key, value)| {
-            let name = key.strip_prefix(keys::REQUEST_HEADER_PREFIX)?;
-            match value {
-                AttrRef::Str(value) => Some((name, value)),
-                _ => None,
-            }
-        })
-    }
-
-    /// The request body as text, when the proxy sent one. A body sent as base64 (no textual
-    /// content type) is text when its bytes are UTF-8.
-    pub fn body(&self) -> Option<Cow<'a, str>> {
-        let AttrRef::Str(body) = self.attributes.get(keys::REQUEST_BODY)? else {
-            return None;
-        };
-        if self.attributes.string(keys::REQUEST_BODY_ENCODING) != Some("base64") {
-            return Some(Cow::Borrowed(body));
-        }
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .ok()?;
-        String::from_utf8(bytes).ok().map(Cow::Owned)
-    }
-}
 
 /// Where a rule came from; later layers win ties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -421,48 +371,6 @@ fn tag_matches(actual: AttrRef<'_>, expected: &TagValue) -> bool {
     }
 }
 
-/// Strips `:port` (keeps IPv6 brackets intact).
-pub fn host_without_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(colon)
-            if !host[colon..].contains(']')
-                && host[colon + 1..].bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            &host[..colon]
-        }
-        _ => host,
-    }
-}
-
-/// `when.host`: the exact host (with or without port), or a dot-anchored suffix of it, so that
-/// the SDKs' `hostSuffix` (sent as `host`) works: `stripe.com` matches `api.stripe.com`, not
-/// `notstripe.com`. `rule` is lower-case.
-fn host_matches(rule: &str, host: &str) -> bool {
-    host.eq_ignore_ascii_case(rule) || {
-        let bare = host_without_port(host);
-        bare.eq_ignore_ascii_case(rule) || ends_with_label(bare, rule)
-    }
-}
-
-/// `hostSuffix` / `notHostSuffix`: a leading `.` means "a subdomain of"; without it the
-/// suffix is dot-anchored too and the host itself also matches.
-pub(crate) fn host_has_suffix(host: &str, suffix: &str) -> bool {
-    let bare = host_without_port(host);
-    match suffix.strip_prefix('.') {
-        Some(domain) => ends_with_label(bare, domain),
-        None => bare.eq_ignore_ascii_case(suffix) || ends_with_label(bare, suffix),
-    }
-}
-
-/// `host` ends with `.domain` (case-insensitive).
-/// Compares bytes, so a host with multi-byte characters can never split a character.
-fn ends_with_label(host: &str, domain: &str) -> bool {
-    let (host, domain) = (host.as_bytes(), domain.as_bytes());
-    host.len() > domain.len()
-        && host[host.len() - domain.len() - 1] == b'.'
-        && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
-}
-
 /// The answer to one inject lookup.
 #[derive(Debug, Clone)]
 pub enum Decision<'a> {
@@ -531,6 +439,7 @@ pub fn decide<'a>(index: &'a RuleIndex, policy: Option<&Policy>, hop: &Hop<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::{Attributes, keys};
     use crate::rules::When;
 
     fn rule(label: String, priority: i64, when: When) -> Rule {
@@ -750,23 +659,5 @@ mod tests {
             }
         }
         assert!(checked > 1_000, "too few hops matched anything: {checked}");
-    }
-
-    #[test]
-    fn host_forms() {
-        assert!(host_matches("stripe.com", "api.stripe.com"));
-        assert!(host_matches("stripe.com", "STRIPE.com:443"));
-        assert!(!host_matches("stripe.com", "notstripe.com"));
-        assert!(host_matches("proxy:8084", "proxy:8084"));
-        assert!(!host_matches("proxy:8084", "proxy:9000"));
-        assert!(host_has_suffix("db.internal", ".internal"));
-        assert!(!host_has_suffix("internal", ".internal"));
-        assert!(host_has_suffix("localhost:8080", "localhost"));
-        assert!(
-            !host_has_suffix("é.ströpe.com", "e.com"),
-            "multi-byte hosts compare safely"
-        );
-        assert_eq!(host_without_port("[::1]:80"), "[::1]");
-        assert_eq!(host_without_port("[::1]"), "[::1]");
     }
 }

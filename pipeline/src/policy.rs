@@ -80,9 +80,9 @@ impl Policy {
 /// `host` (port ignored) is `entry`, or a subdomain of it when `entry` starts with `.`; any case.
 fn host_listed(entry: &str, host: &str) -> bool {
     if entry.starts_with('.') {
-        crate::matcher::host_has_suffix(host, entry)
+        crate::hop::host_has_suffix(host, entry)
     } else {
-        crate::matcher::host_without_port(host).eq_ignore_ascii_case(entry)
+        crate::hop::host_without_port(host).eq_ignore_ascii_case(entry)
     }
 }
 

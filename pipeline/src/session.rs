@@ -4,39 +4,13 @@ use crate::budget::{Budget, Held};
 use crate::case::Case;
 use crate::fixtures::AuthFixtures;
 use crate::matcher::RuleIndex;
+use crate::mode::Mode;
 use crate::policy::Policy;
 use crate::rules::Rule;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// A session's mode. Only `capture` changes runtime behaviour (buffering and a case on close).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Record what the proxy observes into a case.
-    Capture,
-    /// Answer from rules (usually mocks picked from a case).
-    Replay,
-    /// Same as replay; kept for clients that send it.
-    Generate,
-}
-
-impl Mode {
-    /// All modes, in documentation order.
-    pub const ALL: [Mode; 3] = [Mode::Capture, Mode::Replay, Mode::Generate];
-
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Capture => "capture",
-            Self::Replay => "replay",
-            Self::Generate => "generate",
-        }
-    }
-}
 
 /// A document as posted (kept verbatim for `…/state`) with its parsed form.
 #[derive(Debug)]

@@ -11,15 +11,15 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
 use prost::Message as _;
 use serde_json::{Value, json};
+use softprobe_pipeline::inject::InjectOutcome;
+use softprobe_pipeline::mode::Mode;
+use softprobe_pipeline::otlp::Received;
 use softprobe_pipeline::otlp::keys;
-use softprobe_pipeline::record::{InjectOutcome, Outcome, Received, Signal};
 use softprobe_pipeline::rules::Body;
-use softprobe_pipeline::session::Mode;
-use softprobe_pipeline::stages::{PipelineConfig, pipeline};
+use softprobe_pipeline::stages::{PipelineConfig, Pipelines};
 use softprobe_pipeline::store::{DocumentKind, SessionStore, StoreLimits};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tower::ServiceExt as _;
 
 fn attribute(key: &str, value: &Value) -> Vec<KeyValue> {
     let any = |v: AnyValueKind| KeyValue {
@@ -60,7 +60,7 @@ fn inject_span(session_id: &str, attrs: &Value) -> TracesData {
 }
 
 /// Runs one scenario file; returns a description of every mismatch.
-async fn run(path: &Path) -> Vec<String> {
+fn run(path: &Path) -> Vec<String> {
     let file: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON");
     let store = Arc::new(SessionStore::new(StoreLimits::default()));
     let session = store.create(Mode::Replay, None).expect("session");
@@ -83,7 +83,7 @@ async fn run(path: &Path) -> Vec<String> {
     if let Some(policy) = file.get("policy") {
         write(DocumentKind::Policy, policy);
     }
-    let service = pipeline(store.clone(), PipelineConfig::default());
+    let pipelines = Pipelines::new(store.clone(), PipelineConfig::default());
     let mut failures = Vec::new();
     for (n, scenario) in file["scenarios"]
         .as_array()
@@ -92,20 +92,12 @@ async fn run(path: &Path) -> Vec<String> {
         .enumerate()
     {
         let traces = inject_span(&id, &scenario["span"]);
-        let outcome = service
-            .clone()
-            .oneshot(Received::protobuf(
-                Signal::Inject,
-                traces.encode_to_vec().into(),
-            ))
-            .await
+        let outcome = pipelines
+            .inject(&Received::protobuf(traces.encode_to_vec().into()))
             .expect("scenario spans are valid");
-        let Outcome::Inject(outcome) = outcome else {
-            panic!("not an inject outcome")
-        };
         let actual = match outcome {
-            InjectOutcome::Forward { reason } => json!({"decision": reason}),
-            InjectOutcome::Hit { hit, .. } => json!({
+            InjectOutcome::Forward(reason) => json!({"decision": reason.as_str()}),
+            InjectOutcome::Hit(hit) => json!({
                 "decision": hit.decision,
                 "rule": hit.rule,
                 "status": hit.status,
@@ -141,13 +133,13 @@ fn matcher_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/matcher")
 }
 
-#[tokio::test]
-async fn scenarios_decide_as_written() {
+#[test]
+fn scenarios_decide_as_written() {
     let files = scenario_files(&matcher_dir());
     assert!(files.len() >= 4, "scenario files are missing");
     let mut failures = Vec::new();
     for file in &files {
-        failures.extend(run(file).await);
+        failures.extend(run(file));
     }
     assert!(
         failures.is_empty(),
@@ -157,15 +149,15 @@ async fn scenarios_decide_as_written() {
     );
 }
 
-#[tokio::test]
-async fn the_wrong_golden_fails() {
+#[test]
+fn the_wrong_golden_fails() {
     for file in scenario_files(&matcher_dir().join("wrong")) {
         let scenarios =
             serde_json::from_slice::<Value>(&std::fs::read(&file).unwrap()).unwrap()["scenarios"]
                 .as_array()
                 .unwrap()
                 .len();
-        let failures = run(&file).await;
+        let failures = run(&file);
         assert!(
             failures.len() >= scenarios,
             "the comparator accepted a wrong golden: {failures:?}"

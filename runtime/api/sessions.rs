@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use softprobe_pipeline::document::parse_json_object;
+use softprobe_pipeline::mode::Mode;
 use softprobe_pipeline::policy::Policy;
-use softprobe_pipeline::session::{Mode, Session, Stats, Stored};
+use softprobe_pipeline::session::{Session, Stats, Stored};
 use softprobe_pipeline::store::DocumentKind;
 use std::sync::Arc;
 

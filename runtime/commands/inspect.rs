@@ -66,7 +66,7 @@ fn inspect_case(file: &std::path::Path) -> Result<Report, CliError> {
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
                 let view = SpanView::of(span, rs.resource.as_ref());
                 let span_type = view.span_type().unwrap_or("-").to_owned();
-                let hop = view.into_hop();
+                let hop = softprobe_pipeline::hop::Hop::from_span(view);
                 let status = hop
                     .attributes
                     .get(keys::RESPONSE_STATUS)

@@ -10,7 +10,8 @@
 //! only on the rules in those buckets. Every bucket is sorted best-first, which keeps
 //! precedence exact: see `RuleIndex::best_match`.
 
-use super::{CompiledLayer, CompiledRule, Hop, HopFacts, Reads, host_without_port};
+use super::{CompiledLayer, CompiledRule, HopFacts, Reads};
+use crate::hop::{Hop, host_without_port};
 use crate::rules::Direction;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,54 +1,62 @@
-//! Case writer: appends accepted spans to their capture session's buffer; the innermost stage.
+//! Case writer, the innermost stage of export: appends accepted spans to their capture
+//! session's buffer, counts what it refuses, and on close writes the session's case file.
 
 use crate::budget::Budget;
-use crate::capture::PushError;
-use crate::record::{Enriched, ExportOutcome, Outcome, PipelineError, Spans};
-use crate::session::Stats;
+use crate::capture::{PushError, case_document};
+use crate::case_file::{CasePaths, Destination, WriteError, write_case};
+use crate::export::{ExportError, ExportOutcome, SessionBatches, Spans};
+use crate::session::{Session, Stats};
 use bytes::Bytes;
 use prost::Message as _;
-use std::future::{Ready, ready};
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::Service;
+use std::time::SystemTime;
 
-/// The case writer service.
+/// The case writer.
 #[derive(Debug, Clone)]
 pub struct CaseWriter {
     budget: Arc<Budget>,
+    paths: Arc<CasePaths>,
+}
+
+/// A case file as written.
+#[derive(Debug)]
+pub struct WrittenCase {
+    /// Where.
+    pub path: PathBuf,
+    /// The file's metadata right after the write.
+    pub metadata: Metadata,
+    /// Spans in it.
+    pub spans: usize,
+    /// Spans the session's buffer had refused (the case is marked incomplete).
+    pub dropped_spans: u64,
 }
 
 impl CaseWriter {
-    /// A case writer whose buffers draw on the process-wide capture `budget`.
-    pub fn new(budget: Arc<Budget>) -> Self {
-        Self { budget }
-    }
-}
-
-impl<'a> Service<Enriched<'a>> for CaseWriter {
-    type Response = Outcome;
-    type Error = PipelineError;
-    type Future = Ready<Result<Outcome, PipelineError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    /// A case writer whose buffers draw on the process-wide capture `budget` and whose cases
+    /// go where `paths` say.
+    pub fn new(budget: Arc<Budget>, paths: CasePaths) -> Self {
+        Self {
+            budget,
+            paths: Arc::new(paths),
+        }
     }
 
-    fn call(&mut self, enriched: Enriched<'a>) -> Self::Future {
-        let Enriched::Export(batches) = enriched else {
-            // Inject lookups are answered by the rule matcher and never reach the writer.
-            return ready(Err(PipelineError::NoInjectSpan));
-        };
+    /// Appends each batch to its session's capture buffer; replay and generate sessions accept
+    /// spans without keeping them.
+    pub(crate) fn append(&self, batches: SessionBatches) -> Result<ExportOutcome, ExportError> {
         let mut refused = batches.refused;
         let mut accepted = 0;
         let mut kept = Vec::with_capacity(batches.batches.len());
         for batch in batches.batches {
             if batch.session.capture.is_none() {
-                // Replay and generate sessions accept spans without keeping them.
                 accepted += batch.count as u64;
                 continue;
             }
-            // Copied, not shared: the request's bytes can be a slice of the server's read buffer,
-            // and keeping the slice would keep the whole buffer (8 KiB for a one-span export).
+            // Copied, not shared: the request's bytes can be a slice of the server's read
+            // buffer, and keeping the slice would keep the whole buffer (8 KiB for a one-span
+            // export).
             let encoded = match batch.spans {
                 Spans::Wire(body) => Bytes::copy_from_slice(body.as_bytes()),
                 Spans::Decoded(traces) => traces.encode_to_vec().into(),
@@ -58,10 +66,7 @@ impl<'a> Service<Enriched<'a>> for CaseWriter {
         // The whole export is held against the capture budget before any of it is appended,
         // so a refusal (which exporters retry) never leaves part of it behind as a duplicate.
         let total = kept.iter().map(|(_, encoded, _)| encoded.len()).sum();
-        let mut reserved = match self.budget.acquire(total) {
-            Ok(reserved) => reserved,
-            Err(over) => return ready(Err(PipelineError::OverBudget(over))),
-        };
+        let mut reserved = self.budget.acquire(total)?;
         for (session, encoded, count) in kept {
             let Some(buffer) = &session.capture else {
                 continue;
@@ -87,10 +92,47 @@ impl<'a> Service<Enriched<'a>> for CaseWriter {
                 }
             }
         }
-        ready(Ok(Outcome::Export(ExportOutcome {
-            accepted,
-            refused,
-            encoding: batches.encoding.unwrap_or(crate::otlp::Encoding::Protobuf),
-        })))
+        Ok(ExportOutcome { accepted, refused })
+    }
+
+    /// Where a capture session's case goes: the close request's `out`, else the configured
+    /// template or directory.
+    pub fn destination(
+        &self,
+        session: &Session,
+        out: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Destination, WriteError> {
+        self.paths.resolve(out, session.id(), now)
+    }
+
+    /// Writes a capture session's case to `destination`: seals its buffer first (exports from
+    /// then on are refused), and on failure reopens it so the session goes on capturing and the
+    /// write can be retried. `ours` says whether an existing file there is one this runtime
+    /// wrote. `None` for a session without a capture.
+    pub fn write(
+        &self,
+        session: &Session,
+        destination: &Destination,
+        now: SystemTime,
+        ours: impl Fn(&Path, &Metadata) -> bool,
+    ) -> Result<Option<WrittenCase>, WriteError> {
+        let Some(buffer) = &session.capture else {
+            return Ok(None);
+        };
+        let captured = buffer.seal();
+        let document = case_document(session.id(), now, &captured);
+        match write_case(destination, &document, ours) {
+            Ok(metadata) => Ok(Some(WrittenCase {
+                path: destination.path.clone(),
+                metadata,
+                spans: captured.spans,
+                dropped_spans: captured.dropped_spans,
+            })),
+            Err(err) => {
+                buffer.unseal();
+                Err(err)
+            }
+        }
     }
 }

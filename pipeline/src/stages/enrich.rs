@@ -1,96 +1,29 @@
-//! Session enrichment: attaches each record's live session, and groups export spans by it.
+//! Session enrichment, shared by both signals: the live session of an inject lookup, and the
+//! spans of an export grouped by theirs.
 
+use crate::export::{ExportError, Refused, SessionBatch, SessionBatches, Spans};
+use crate::inject::{InjectError, InjectLookup};
 use crate::otlp::SpanView;
-use crate::record::{
-    Enriched, InjectOutcome, Outcome, PipelineError, Record, Refused, SessionBatch, SessionBatches,
-    Spans,
-};
 use crate::session::Session;
 use crate::store::SessionStore;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
-use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
 
-/// Adds session enrichment in front of an enriched-record service.
-#[derive(Debug, Clone)]
-pub struct EnrichSessionLayer {
-    store: Arc<SessionStore>,
-}
-
-impl EnrichSessionLayer {
-    /// Enrichment from this store.
-    pub fn new(store: Arc<SessionStore>) -> Self {
-        Self { store }
-    }
-}
-
-impl<S> Layer<S> for EnrichSessionLayer {
-    type Service = EnrichSession<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        EnrichSession {
-            inner,
-            store: self.store.clone(),
-        }
-    }
-}
-
-/// The session enrichment service.
-#[derive(Debug, Clone)]
-pub struct EnrichSession<S> {
-    inner: S,
-    store: Arc<SessionStore>,
-}
-
-impl<'a, S> Service<Record<'a>> for EnrichSession<S>
-where
-    S: Service<
-            Enriched<'a>,
-            Response = Outcome,
-            Error = PipelineError,
-            Future = Ready<Result<Outcome, PipelineError>>,
-        >,
-{
-    type Response = Outcome;
-    type Error = PipelineError;
-    type Future = Ready<Result<Outcome, PipelineError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, record: Record<'a>) -> Self::Future {
-        match record {
-            Record::Inject(lookup) => {
-                let Some(id) = lookup.session_id else {
-                    return ready(Err(PipelineError::MissingSession));
-                };
-                match self.store.get(id) {
-                    Ok(session) => self.inner.call(Enriched::Inject { lookup, session }),
-                    // An unknown or closed session behaves like "no rules": the proxy forwards.
-                    Err(_) => ready(Ok(Outcome::Inject(InjectOutcome::Forward {
-                        reason: "unknown_session",
-                    }))),
-                }
-            }
-            Record::Export(batch) => match group(&self.store, batch.spans) {
-                Ok(mut batches) => {
-                    batches.encoding = Some(batch.encoding);
-                    self.inner.call(Enriched::Export(batches))
-                }
-                Err(err) => ready(Err(err)),
-            },
-        }
-    }
+/// The live session an inject lookup names; `None` when it is unknown or closed (the hop is
+/// then forwarded, as with no rules).
+pub(crate) fn session(
+    store: &SessionStore,
+    lookup: &InjectLookup<'_>,
+) -> Result<Option<Arc<Session>>, InjectError> {
+    let id = lookup.session_id.ok_or(InjectError::MissingSession)?;
+    Ok(store.get(id).ok())
 }
 
 /// Groups an export's spans by session. A protobuf batch whose spans all name the same live
 /// session stays as received; any other is decoded and split.
-fn group(store: &SessionStore, spans: Spans) -> Result<SessionBatches, PipelineError> {
+pub(crate) fn group(store: &SessionStore, spans: Spans) -> Result<SessionBatches, ExportError> {
     let traces = match spans {
         Spans::Decoded(traces) => traces,
         Spans::Wire(body) => {
@@ -172,7 +105,6 @@ pub(crate) fn group_by_session(store: &SessionStore, traces: TracesData) -> Sess
             })
             .collect(),
         refused,
-        encoding: None,
     }
 }
 

@@ -1,44 +1,82 @@
-//! The collector-style pipeline: receiver → session enrichment → rule matcher → case writer.
+//! The two pipelines, one per signal, as the OpenTelemetry Collector has one per traces,
+//! metrics and logs. Each stage is a plain function in its own file; the pipelines below are
+//! the only place they are composed, top to bottom.
 
 mod case_writer;
+mod decide;
 mod enrich;
-mod match_rules;
 mod receive;
+mod redact;
 
-pub use case_writer::CaseWriter;
-pub use enrich::{EnrichSession, EnrichSessionLayer};
-pub use match_rules::{MatchRules, MatchRulesConfig, MatchRulesLayer, REDACTED};
-pub use receive::{Receive, ReceiveConfig, ReceiveLayer};
+pub use case_writer::{CaseWriter, WrittenCase};
+pub use receive::ReceiveConfig;
+pub use redact::{REDACTED, RedactConfig};
 
-use crate::record::{Outcome, PipelineError, Received};
+use crate::case_file::CasePaths;
+use crate::export::{ExportError, ExportOutcome};
+use crate::inject::{ForwardReason, InjectError, InjectOutcome};
+use crate::otlp::Received;
 use crate::store::SessionStore;
 use std::sync::Arc;
-use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
-
-/// The assembled pipeline, as one cloneable service.
-pub type Pipeline = BoxCloneSyncService<Received, Outcome, PipelineError>;
 
 /// Pipeline settings.
 #[derive(Debug, Clone, Default)]
 pub struct PipelineConfig {
     /// Receiver settings.
     pub receive: ReceiveConfig,
-    /// Rule matcher settings.
-    pub match_rules: MatchRulesConfig,
+    /// Redaction settings.
+    pub redact: RedactConfig,
+    /// Where cases are written.
+    pub case_paths: CasePaths,
 }
 
-/// Builds the pipeline over a session store. This is the only place the stages are composed.
-pub fn pipeline(store: Arc<SessionStore>, config: PipelineConfig) -> Pipeline {
-    let capture_budget = store.capture_budget().clone();
-    let service = ServiceBuilder::new()
-        // receiver: decode OTLP once (protobuf/JSON, gzip, limits) into an inject or export record
-        .layer(ReceiveLayer::new(config.receive))
-        // session enrichment: find each span's session (attribute, resource, tracestate)
-        .layer(EnrichSessionLayer::new(store))
-        // rule matcher: decide inject lookups; apply capture-time rules (redaction) to exports
-        .layer(MatchRulesLayer::new(config.match_rules))
-        // case writer: append accepted spans to capture buffers, count what is refused
-        .service(CaseWriter::new(capture_budget));
-    BoxCloneSyncService::new(service)
+/// Both pipelines over one session store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pipelines {
+    store: Arc<SessionStore>,
+    receive: Arc<ReceiveConfig>,
+    redact: Arc<RedactConfig>,
+    case_writer: CaseWriter,
+}
+
+impl Pipelines {
+    /// The pipelines over `store`.
+    pub fn new(store: Arc<SessionStore>, config: PipelineConfig) -> Self {
+        Self {
+            case_writer: CaseWriter::new(store.capture_budget().clone(), config.case_paths),
+            store,
+            receive: Arc::new(config.receive),
+            redact: Arc::new(config.redact),
+        }
+    }
+
+    /// Inject, latency-bound: what one hop gets.
+    pub fn inject(&self, received: &Received) -> Result<InjectOutcome, InjectError> {
+        // receiver: the lookup, read in place from the body (protobuf or JSON, gzip, limits)
+        receive::inject(&self.receive, received, |lookup| {
+            // session enrichment: the lookup's live session; an unknown one means "forward"
+            let Some(session) = enrich::session(&self.store, &lookup)? else {
+                return Ok(InjectOutcome::Forward(ForwardReason::UnknownSession));
+            };
+            // rule matcher: session rules, case rules and policy decide
+            Ok(decide::decide(&lookup, &session))
+        })
+    }
+
+    /// Export, throughput-bound: spans to keep.
+    pub fn export(&self, received: Received) -> Result<ExportOutcome, ExportError> {
+        // receiver: protobuf checked and kept as received, JSON decoded (gzip, limits)
+        let spans = receive::export(&self.receive, received)?;
+        // session enrichment: spans grouped by their live session, the rest refused
+        let mut batches = enrich::group(&self.store, spans)?;
+        // redaction: header values no capture keeps
+        redact::redact(&self.redact, &mut batches)?;
+        // case writer: append to capture buffers within their limits and the budget
+        self.case_writer.append(batches)
+    }
+
+    /// The case writer, which also writes a capture session's case on close.
+    pub fn case_writer(&self) -> &CaseWriter {
+        &self.case_writer
+    }
 }

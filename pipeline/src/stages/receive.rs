@@ -1,16 +1,13 @@
-//! Receiver: turns OTLP/HTTP bodies and gRPC messages into pipeline records, reading each once
-//! (a protobuf export batch is checked and routed in place, not decoded: see `wire::Checked`).
+//! Receiver: reads an OTLP message once into the signal's record, within the size limit: an
+//! inject lookup borrowed from the body, or an export batch (protobuf checked and kept as
+//! received, see [`Checked`]; JSON decoded).
 
-use crate::json_view;
-use crate::otlp::{self, Encoding, SpanView};
-use crate::record::{
-    ExportBatch, InjectLookup, Outcome, PipelineError, Received, Record, Signal, Spans,
-};
-use crate::wire::{self, Checked};
+use crate::export::{ExportError, Spans};
+use crate::hop::Hop;
+use crate::inject::{InjectError, InjectLookup};
+use crate::otlp::wire::{self, Checked};
+use crate::otlp::{self, DecodeError, Encoding, Received, SpanView, json};
 use bytes::Bytes;
-use std::future::{Ready, ready};
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
 
 /// Receiver settings.
 #[derive(Debug, Clone)]
@@ -27,143 +24,68 @@ impl Default for ReceiveConfig {
     }
 }
 
-/// Adds the receiver in front of a record service.
-#[derive(Debug, Clone)]
-pub struct ReceiveLayer {
-    config: ReceiveConfig,
-}
-
-impl ReceiveLayer {
-    /// A receiver with these settings.
-    pub fn new(config: ReceiveConfig) -> Self {
-        Self { config }
-    }
-}
-
-impl<S> Layer<S> for ReceiveLayer {
-    type Service = Receive<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Receive {
-            inner,
-            config: self.config.clone(),
-        }
-    }
-}
-
-/// The receiver service.
-#[derive(Debug, Clone)]
-pub struct Receive<S> {
-    inner: S,
-    config: ReceiveConfig,
-}
-
-/// Reads the request into a record and hands it to `next`. An inject lookup borrows from the
-/// body, which lives until the (synchronous) answer is back.
-fn receive(
+/// The body after `Content-Encoding`, and its declared encoding.
+fn open(
     config: &ReceiveConfig,
-    received: Received,
-    next: impl FnOnce(Record<'_>) -> Result<Outcome, PipelineError>,
-) -> Result<Outcome, PipelineError> {
-    let Received {
-        signal,
-        body,
-        encoding,
-        content_encoding,
-        wants_json,
-    } = received;
-    let declared = encoding?;
+    received: &Received,
+) -> Result<(Option<Vec<u8>>, Option<Encoding>), DecodeError> {
+    let declared = received.encoding.clone()?;
     let limit = config.max_decoded_bytes;
-    let inflated = otlp::decompress(&body, content_encoding.as_deref(), limit)?;
-    let bytes = inflated.as_deref().unwrap_or(&body);
-    match signal {
-        Signal::Inject => {
-            let answer = if wants_json {
-                Encoding::Json
-            } else {
-                Encoding::Protobuf
-            };
-            // Read in place, declared protobuf or JSON alike; a body without a declared
-            // type that does not read as protobuf is decoded as either.
-            let (json, decoded);
-            let spans = match declared {
-                Some(Encoding::Json) => {
-                    json = json_view::traces(bytes)?;
-                    json.spans()
-                }
-                Some(Encoding::Protobuf) => wire::spans(bytes)?,
-                None => match wire::spans(bytes) {
-                    Ok(spans) => spans,
-                    Err(_) => {
-                        decoded = otlp::decode_traces(bytes, None)?;
-                        otlp::span_views(&decoded)
-                    }
-                },
-            };
-            let lookup = inject_lookup(spans, answer)?;
-            next(Record::Inject(lookup))
+    let inflated = otlp::decompress(&received.body, received.content_encoding.as_deref(), limit)?;
+    Ok((inflated, declared))
+}
+
+/// Reads the inject lookup and hands it to `next`: the lookup borrows from the body, which
+/// lives until `next` has answered.
+pub(crate) fn inject<T>(
+    config: &ReceiveConfig,
+    received: &Received,
+    next: impl FnOnce(InjectLookup<'_>) -> Result<T, InjectError>,
+) -> Result<T, InjectError> {
+    let (inflated, declared) = open(config, received)?;
+    let bytes = inflated.as_deref().unwrap_or(&received.body);
+    // Read in place, declared protobuf or JSON alike; a body without a declared type that
+    // does not read as protobuf is decoded as either.
+    let (json, decoded);
+    let spans = match declared {
+        Some(Encoding::Json) => {
+            json = json::traces(bytes)?;
+            json.spans()?
         }
-        // OTLP/HTTP answers in the request's encoding.
-        Signal::Export => {
-            let batch = ExportBatch {
-                spans: if declared == Some(Encoding::Protobuf) {
-                    Spans::Wire(Checked::new(
-                        inflated.map_or_else(|| body.clone(), Bytes::from),
-                    )?)
-                } else {
-                    Spans::Decoded(otlp::decode_traces(bytes, declared)?)
-                },
-                encoding: declared.unwrap_or(if wants_json {
-                    Encoding::Json
-                } else {
-                    Encoding::Protobuf
-                }),
-            };
-            next(Record::Export(batch))
-        }
-    }
+        Some(Encoding::Protobuf) => wire::spans(bytes)?,
+        None => match wire::spans(bytes) {
+            Ok(spans) => spans,
+            Err(_) => {
+                decoded = otlp::decode_traces(bytes, None)?;
+                otlp::span_views(&decoded)
+            }
+        },
+    };
+    next(lookup(spans)?)
 }
 
 /// The first span typed `inject` (or, when no span is typed, the first span) becomes the
 /// lookup; other spans are ignored, as in the reference runtime.
-fn inject_lookup(
-    mut spans: Vec<SpanView<'_>>,
-    encoding: Encoding,
-) -> Result<InjectLookup<'_>, PipelineError> {
+fn lookup(mut spans: Vec<SpanView<'_>>) -> Result<InjectLookup<'_>, InjectError> {
     let index = spans
         .iter()
         .position(|span| span.span_type() == Some("inject"))
         .or_else(|| spans.iter().position(|span| span.span_type().is_none()))
-        .ok_or(PipelineError::NoInjectSpan)?;
+        .ok_or(InjectError::NoInjectSpan)?;
     let span = spans.swap_remove(index);
     Ok(InjectLookup {
         session_id: span.session(),
-        hop: span.into_hop(),
-        encoding,
+        hop: Hop::from_span(span),
     })
 }
 
-impl<S> Service<Received> for Receive<S>
-where
-    S: for<'a> Service<
-            Record<'a>,
-            Response = Outcome,
-            Error = PipelineError,
-            Future = Ready<Result<Outcome, PipelineError>>,
-        >,
-{
-    type Response = Outcome;
-    type Error = PipelineError;
-    type Future = Ready<Result<Outcome, PipelineError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, received: Received) -> Self::Future {
-        let inner = &mut self.inner;
-        ready(receive(&self.config, received, |record| {
-            inner.call(record).into_inner()
-        }))
-    }
+/// Reads an export's spans.
+pub(crate) fn export(config: &ReceiveConfig, received: Received) -> Result<Spans, ExportError> {
+    let (inflated, declared) = open(config, &received)?;
+    Ok(if declared == Some(Encoding::Protobuf) {
+        Spans::Wire(Checked::new(inflated.map_or(received.body, Bytes::from))?)
+    } else {
+        let bytes = inflated.as_deref().unwrap_or(&received.body);
+        Spans::Decoded(otlp::decode_traces(bytes, declared)?)
+    })
 }

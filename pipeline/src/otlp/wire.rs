@@ -8,7 +8,7 @@
 //! accepts exactly what prost's decoding of `TracesData` accepts, without allocating, before a
 //! capture keeps it; [`spans`] borrows every string a lookup reads from the body.
 
-use crate::otlp::{AttrRef, Attributes, DecodeError, SpanView, keys, session_of};
+use super::{AttrRef, Attributes, DecodeError, SpanView, header_name, keys, session_of};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;
@@ -149,23 +149,17 @@ fn route_span<'a>(
                     if own_session.is_none() {
                         own_session = Some(attr_ref(kv_value(key_value)?)?);
                     }
-                } else if let Some(name) = header_name(key)
-                    && !header_names.iter().any(|known| known.as_bytes() == name)
+                } else if let Some(name) = header_name(utf8(key, "KeyValue.key")?)
+                    && !header_names.iter().any(|known| known == name)
                     && matches!(kv_value(key_value)?, Some((1, _)))
                 {
-                    header_names.push(utf8(name, "KeyValue.key")?.to_owned());
+                    header_names.push(name.to_owned());
                 }
             }
             _ => {}
         }
     }
     Ok(session_of(own_session, resource_session, trace_state))
-}
-
-/// [`crate::otlp::header_name`] on a key's bytes (keys are compared, not decoded, here).
-fn header_name(key: &[u8]) -> Option<&[u8]> {
-    key.strip_prefix(keys::REQUEST_HEADER_PREFIX.as_bytes())
-        .or_else(|| key.strip_prefix(keys::RESPONSE_HEADER_PREFIX.as_bytes()))
 }
 
 fn read_spans(body: &[u8]) -> Result<Vec<SpanView<'_>>, String> {
@@ -759,7 +753,7 @@ mod tests {
         let sessions: Vec<_> = views.iter().map(SpanView::session).collect();
         let mut header_names: Vec<String> = Vec::new();
         for (key, value) in views.iter().flat_map(|view| view.attributes.iter()) {
-            if let (Some(name), AttrRef::Str(_)) = (crate::otlp::header_name(key), value)
+            if let (Some(name), AttrRef::Str(_)) = (header_name(key), value)
                 && !header_names.iter().any(|known| known == name)
             {
                 header_names.push(name.to_owned());
