@@ -48,6 +48,8 @@ pub mod keys {
     pub const RULE_LAYER: &str = "sp.rule.layer";
     /// The session revision the decision was made at (int).
     pub const SESSION_REVISION: &str = "sp.session.revision";
+    /// On a replay hit: the id (hex) of the recorded case span that answered.
+    pub const CASE_SPAN_ID: &str = "sp.case.span_id";
     /// The `tracestate` entry key that carries the session id.
     pub const TRACESTATE_SESSION: &str = "x-softprobe-session-id";
 }

@@ -1,6 +1,8 @@
 //! The capture buffer of a capture session, and the case document written from it on close.
 
 use crate::budget::{Budget, Held};
+use crate::case::Case;
+use crate::session::Stored;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;
@@ -167,15 +169,45 @@ impl CaptureBuffer {
 }
 
 /// The case document for a capture: `version`, `caseId`, `mode`, `createdAt`, `traces`, plus
-/// `incomplete` and `droppedSpans` when the buffer overflowed (the schema is open).
-pub fn case_document(case_id: &str, created_at: SystemTime, captured: &Captured) -> Value {
+/// `incomplete` and `droppedSpans` when the buffer overflowed (the schema is open). When the
+/// session had loaded a case (capture-on-miss: replay what the case has, record the rest), the
+/// written case holds that case's traces and rules, then the newly recorded traces.
+pub fn case_document(
+    case_id: &str,
+    created_at: SystemTime,
+    captured: &Captured,
+    loaded: Option<&Stored<Case>>,
+) -> Value {
+    let mut traces: Vec<Value> = loaded
+        .map(|case| {
+            case.parsed
+                .traces
+                .iter()
+                .cloned()
+                .map(Value::Object)
+                .collect()
+        })
+        .unwrap_or_default();
+    traces.extend(
+        captured
+            .traces()
+            .map(|trace| crate::otlp::case_trace_json(&trace)),
+    );
     let mut case = json!({
         "version": "1.0.0",
         "caseId": case_id,
         "mode": "capture",
         "createdAt": humantime::format_rfc3339_seconds(created_at).to_string(),
-        "traces": captured.traces().map(|trace| crate::otlp::case_trace_json(&trace)).collect::<Vec<_>>(),
+        "traces": traces,
     });
+    // The rules as they were posted (the parsed ones lost their exact form).
+    let rules = loaded
+        .and_then(|case| serde_json::from_slice::<Value>(&case.raw).ok())
+        .and_then(|mut document| document.get_mut("rules").map(Value::take))
+        .filter(|rules| rules.as_array().is_some_and(|r| !r.is_empty()));
+    if let Some(rules) = rules {
+        case["rules"] = rules;
+    }
     if captured.dropped_spans > 0 {
         case["incomplete"] = json!(true);
         case["droppedSpans"] = json!(captured.dropped_spans);
@@ -210,7 +242,7 @@ mod tests {
         );
         let captured = buffer.contents();
         assert_eq!((captured.spans, captured.dropped_spans), (2, 1));
-        let case = case_document("c", SystemTime::UNIX_EPOCH, &captured);
+        let case = case_document("c", SystemTime::UNIX_EPOCH, &captured, None);
         assert_eq!(case["incomplete"], json!(true));
         assert_eq!(case["createdAt"], json!("1970-01-01T00:00:00Z"));
     }
@@ -240,5 +272,27 @@ mod tests {
         assert_eq!(budget.used(), 2);
         drop(buffer);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_loaded_case_comes_first_with_its_rules() {
+        let raw = br#"{"version":"1.0.0","caseId":"old","traces":[{"resourceSpans":[]}],
+            "rules":[{"name":"r","when":{},"then":{"action":"replay"}}]}"#;
+        let loaded = Stored::new(bytes::Bytes::from_static(raw), Case::parse(raw).unwrap());
+        let budget = Budget::new("captures", "--flag", 1 << 20);
+        let buffer = CaptureBuffer::new(CaptureLimits::default(), &budget);
+        let recorded = TracesData::default().encode_to_vec();
+        let mut reserved = budget.acquire(recorded.len()).unwrap();
+        buffer.push(recorded.into(), 0, &mut reserved).unwrap();
+        let case = case_document(
+            "new",
+            SystemTime::UNIX_EPOCH,
+            &buffer.contents(),
+            Some(&loaded),
+        );
+        assert_eq!(case["caseId"], "new");
+        assert_eq!(case["traces"].as_array().unwrap().len(), 2);
+        assert_eq!(case["traces"][0], json!({"resourceSpans": []}));
+        assert_eq!(case["rules"][0]["name"], "r");
     }
 }

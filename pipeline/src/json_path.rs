@@ -12,6 +12,7 @@ use serde_json::Value;
 /// A parsed `bodyJsonPath` predicate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BodyJsonPredicate {
+    source: String,
     steps: Vec<Step>,
     equals: Option<Value>,
 }
@@ -36,7 +37,16 @@ impl BodyJsonPredicate {
             None => (source.trim(), None),
         };
         let steps = parse_steps(path)?;
-        Ok(Self { steps, equals })
+        Ok(Self {
+            source: source.trim().to_owned(),
+            steps,
+            equals,
+        })
+    }
+
+    /// The predicate as written.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Whether `body` (a JSON document) satisfies the predicate.

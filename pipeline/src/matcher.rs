@@ -8,14 +8,17 @@
 //! prefix) and host (exact or suffix) it can satisfy; only those rules check their other
 //! predicates, against facts read from the hop at most once (`HopFacts`).
 
+mod explain;
 mod index;
 
+pub use explain::{Closest, Mismatch, closest};
 pub use index::RuleIndex;
 
 use crate::hop::{Hop, host_has_suffix, host_matches};
 use crate::json_path::BodyJsonPredicate;
 use crate::otlp::AttrRef;
 use crate::policy::Policy;
+use crate::replay::{Exchange, Exchanges};
 use crate::rules::{Action, Consume, Direction, ErrorResponse, MockResponse, Rule, TagValue};
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -216,6 +219,10 @@ impl CompiledRule {
                 _ => return false,
             }
         }
+        // A replay rule matches only where the loaded case recorded an answer.
+        if let Action::Replay(on) = &self.then {
+            return facts.exchanges.is_some_and(|e| e.answers(hop, *on));
+        }
         true
     }
 }
@@ -229,6 +236,8 @@ impl CompiledRule {
 struct HopFacts<'h, 'a> {
     hop: &'h Hop<'a>,
     reads: &'h Reads,
+    /// The loaded case's recorded exchanges, for replay rules.
+    exchanges: Option<&'h Exchanges>,
     body: OnceCell<Option<serde_json::Value>>,
     /// Request headers some rule names, as sorted (lower-cased name, value) pairs: every value
     /// of a repeated header.
@@ -242,10 +251,11 @@ struct HopFacts<'h, 'a> {
 }
 
 impl<'h, 'a> HopFacts<'h, 'a> {
-    fn new(hop: &'h Hop<'a>, reads: &'h Reads) -> Self {
+    fn new(hop: &'h Hop<'a>, reads: &'h Reads, exchanges: Option<&'h Exchanges>) -> Self {
         Self {
             hop,
             reads,
+            exchanges,
             body: OnceCell::new(),
             headers: OnceCell::new(),
             attributes: OnceCell::new(),
@@ -384,6 +394,8 @@ pub enum Decision<'a> {
     Passthrough(&'a CompiledRule),
     /// A capture_only rule won: forward (and record, in capture sessions).
     CaptureOnly(&'a CompiledRule),
+    /// A replay rule won: answer with this recorded exchange's response.
+    Replay(&'a CompiledRule, &'a Exchange),
     /// Nothing decided: forward.
     Miss,
 }
@@ -400,6 +412,7 @@ impl Decision<'_> {
             Self::StrictMiss => "strict_miss",
             Self::Passthrough(_) => "passthrough",
             Self::CaptureOnly(_) => "capture_only",
+            Self::Replay(..) => "replay",
             Self::Miss => "miss",
         }
     }
@@ -407,29 +420,39 @@ impl Decision<'_> {
     /// The rule that decided, if a rule did.
     pub fn rule(&self) -> Option<&CompiledRule> {
         match self {
-            Self::Mock(rule, _) | Self::Error(rule, _) => Some(rule),
+            Self::Mock(rule, _) | Self::Error(rule, _) | Self::Replay(rule, _) => Some(rule),
             Self::Passthrough(rule) | Self::CaptureOnly(rule) => Some(rule),
             Self::StrictMiss | Self::Miss => None,
         }
     }
 }
 
-/// Decides one hop against a snapshot's rules and policy.
+/// Decides one hop against a snapshot's rules, policy and loaded case.
 ///
 /// Only outbound hops are ever blocked by the policy: an inbound request is the test talking
 /// to the app under test, which strict mode exists to protect, not to refuse.
-pub fn decide<'a>(index: &'a RuleIndex, policy: Option<&Policy>, hop: &Hop<'_>) -> Decision<'a> {
+pub fn decide<'a>(
+    index: &'a RuleIndex,
+    policy: Option<&Policy>,
+    exchanges: Option<&'a Exchanges>,
+    hop: &Hop<'_>,
+) -> Decision<'a> {
     let policy_blocks =
         hop.direction == Some(Direction::Outbound) && policy.is_some_and(|p| p.blocks(hop.host));
     // The policy sits at priority 0 in the lowest layer: when it blocks, only rules with a
     // priority of 0 or more can still answer.
     let min_priority = if policy_blocks { 0 } else { i64::MIN };
-    match index.best_match(&index.facts(hop), min_priority) {
+    match index.best_match(&index.facts(hop, exchanges), min_priority) {
         Some(rule) => match &rule.then {
             Action::Mock(response) => Decision::Mock(rule, response),
             Action::Error(response) => Decision::Error(rule, response),
             Action::Passthrough => Decision::Passthrough(rule),
             Action::CaptureOnly => Decision::CaptureOnly(rule),
+            // The rule matched because the case holds an answer, so there is one to claim.
+            Action::Replay(on) => match exchanges.and_then(|e| e.answer(hop, *on)) {
+                Some(exchange) => Decision::Replay(rule, exchange),
+                None => Decision::Miss,
+            },
         },
         None if policy_blocks => Decision::StrictMiss,
         None => Decision::Miss,
@@ -465,7 +488,7 @@ mod tests {
     }
 
     fn winner(index: &RuleIndex, hop: &Hop<'_>) -> Option<String> {
-        decide(index, None, hop)
+        decide(index, None, None, hop)
             .rule()
             .map(|rule| rule.label.clone())
     }
@@ -569,7 +592,7 @@ mod tests {
         hop.attributes = Attributes::Wire(attributes);
 
         // Rule 0 ranks last, so every header and tag rule is checked before it wins.
-        let facts = index.facts(&hop);
+        let facts = index.facts(&hop, None);
         let best = index
             .best_match(&facts, i64::MIN)
             .map(|rule| rule.label.as_str());
@@ -645,7 +668,7 @@ mod tests {
             hop.direction = [None, Some(Direction::Inbound), Some(Direction::Outbound)][pick(3)];
             hop.path = paths[pick(paths.len())];
             hop.query = ["", "x=1"][pick(2)];
-            let facts = index.facts(&hop);
+            let facts = index.facts(&hop, None);
             for min_priority in [i64::MIN, 0] {
                 let scan = by_rank
                     .iter()

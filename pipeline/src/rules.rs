@@ -146,6 +146,9 @@ pub enum Action {
     Passthrough,
     /// Forward and record (recording itself happens in capture sessions).
     CaptureOnly,
+    /// Answer from the session's loaded case: the recorded exchange whose request matches the
+    /// hop on these fields (and always the direction).
+    Replay(MatchOn),
 }
 
 impl Action {
@@ -156,7 +159,67 @@ impl Action {
             Self::Error(_) => "error",
             Self::Passthrough => "passthrough",
             Self::CaptureOnly => "capture_only",
+            Self::Replay(_) => "replay",
         }
+    }
+}
+
+/// `then.matchOn` of a replay rule: the request fields a recorded exchange must share with the
+/// hop. The direction always must.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchOn {
+    /// The method.
+    pub method: bool,
+    /// The host, case-insensitive, ports ignored.
+    pub host: bool,
+    /// The path without the query.
+    pub path: bool,
+    /// The query string, exactly.
+    pub query: bool,
+    /// The request body, JSON compared as values. Without it, an exchange with an equal body
+    /// is still preferred among those that share the other fields.
+    pub body: bool,
+}
+
+impl Default for MatchOn {
+    /// Everything but the body.
+    fn default() -> Self {
+        Self {
+            method: true,
+            host: true,
+            path: true,
+            query: true,
+            body: false,
+        }
+    }
+}
+
+impl MatchOn {
+    fn parse(fields: Vec<String>) -> Result<Self, String> {
+        let mut on = Self {
+            method: false,
+            host: false,
+            path: false,
+            query: false,
+            body: false,
+        };
+        for field in &fields {
+            let flag = match field.as_str() {
+                "method" => &mut on.method,
+                "host" => &mut on.host,
+                "path" => &mut on.path,
+                "query" => &mut on.query,
+                "body" => &mut on.body,
+                other => {
+                    return Err(format!(
+                        "matchOn: unknown field {other:?} (expected \"method\", \"host\", \
+                         \"path\", \"query\" or \"body\")"
+                    ));
+                }
+            };
+            *flag = true;
+        }
+        Ok(on)
     }
 }
 
@@ -319,12 +382,15 @@ impl<'de> Deserialize<'de> for Rule {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct RawThen {
     action: ActionName,
     #[serde(default)]
     response: Option<RawResponse>,
     #[serde(default)]
     error: Option<RawError>,
+    #[serde(default)]
+    match_on: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -333,6 +399,7 @@ enum ActionName {
     Error,
     Passthrough,
     CaptureOnly,
+    Replay,
 }
 
 impl fmt::Display for ActionName {
@@ -342,6 +409,7 @@ impl fmt::Display for ActionName {
             Self::Error => "error",
             Self::Passthrough => "passthrough",
             Self::CaptureOnly => "capture_only",
+            Self::Replay => "replay",
         })
     }
 }
@@ -354,13 +422,10 @@ impl<'de> Deserialize<'de> for ActionName {
             "error" => Ok(Self::Error),
             "passthrough" => Ok(Self::Passthrough),
             "capture_only" => Ok(Self::CaptureOnly),
-            "replay" => Err(de::Error::custom(
-                "action \"replay\" is deprecated and not supported: pick the response from the \
-                 case (findInCase) and register it as a \"mock\" rule",
-            )),
+            "replay" => Ok(Self::Replay),
             other => Err(de::Error::custom(format!(
-                "unknown action {other:?} (expected \"mock\", \"error\", \"passthrough\" or \
-                 \"capture_only\")"
+                "unknown action {other:?} (expected \"mock\", \"error\", \"passthrough\", \
+                 \"capture_only\" or \"replay\")"
             ))),
         }
     }
@@ -411,7 +476,22 @@ impl RawThen {
                 self.action
             )
         };
+        if self.match_on.is_some() && self.action != ActionName::Replay {
+            return Err(misplaced("matchOn"));
+        }
         match self.action {
+            ActionName::Replay => {
+                if self.response.is_some() {
+                    return Err(misplaced("response"));
+                }
+                if self.error.is_some() {
+                    return Err(misplaced("error"));
+                }
+                Ok(Action::Replay(match self.match_on {
+                    Some(fields) => MatchOn::parse(fields)?,
+                    None => MatchOn::default(),
+                }))
+            }
             ActionName::Mock => {
                 if self.error.is_some() {
                     return Err(misplaced("error"));
@@ -607,8 +687,12 @@ mod tests {
                 "rules[0].then.action: unknown action \"mokc\"",
             ),
             (
-                r#"{"rules":[{"when":{},"then":{"action":"replay"}}]}"#,
-                "rules[0].then.action: action \"replay\" is deprecated",
+                r#"{"rules":[{"when":{},"then":{"action":"replay","matchOn":["path","verb"]}}]}"#,
+                "rules[0].then: matchOn: unknown field \"verb\"",
+            ),
+            (
+                r#"{"rules":[{"when":{},"then":{"action":"mock","matchOn":["path"],"response":{}}}]}"#,
+                "rules[0].then: \"matchOn\" does not belong to a \"mock\" action",
             ),
             (
                 r#"{"rules":[{"when":{"hots":"x"},"then":{"action":"passthrough"}}]}"#,

@@ -4,8 +4,10 @@ use crate::budget::{Budget, Held};
 use crate::case::Case;
 use crate::fixtures::AuthFixtures;
 use crate::matcher::RuleIndex;
+use crate::misses::Misses;
 use crate::mode::Mode;
 use crate::policy::Policy;
+use crate::replay::Exchanges;
 use crate::rules::Rule;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -50,6 +52,8 @@ pub struct Snapshot {
     pub revision: u64,
     /// The loaded case, if any.
     pub case: Option<Arc<Stored<Case>>>,
+    /// The loaded case's recorded exchanges, indexed for replay rules.
+    pub exchanges: Option<Arc<Exchanges>>,
     /// The session rules document, if any.
     pub rules: Option<Arc<Stored<Vec<Rule>>>>,
     /// The policy, if any.
@@ -105,6 +109,8 @@ pub struct Session {
     /// Why the last attempt to write this capture's case failed; the session is kept and the
     /// write retried until it succeeds.
     write_error: Mutex<Option<String>>,
+    /// Hops no rule answered, and why.
+    pub misses: Misses,
 }
 
 /// Holding this serializes writers of one session (rules, policy, case, close).
@@ -133,6 +139,7 @@ impl Session {
             capture: (mode == Mode::Capture)
                 .then(|| crate::capture::CaptureBuffer::new(capture, capture_budget)),
             write_error: Mutex::new(None),
+            misses: Misses::default(),
         }
     }
 

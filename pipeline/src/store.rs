@@ -12,6 +12,7 @@ use crate::fixtures::AuthFixtures;
 use crate::matcher::{Layer, RuleIndex, compile_layer};
 use crate::mode::Mode;
 use crate::policy::Policy;
+use crate::replay::Exchanges;
 use crate::rules::parse_rules_document;
 use crate::session::{Session, Snapshot, Stored};
 use bytes::Bytes;
@@ -247,7 +248,11 @@ impl SessionStore {
 
 /// A parsed document ready to be applied to a snapshot.
 enum Update {
-    Case(Arc<Stored<Case>>, Option<crate::matcher::CompiledLayer>),
+    Case(
+        Arc<Stored<Case>>,
+        Option<crate::matcher::CompiledLayer>,
+        Arc<Exchanges>,
+    ),
     Rules(
         Arc<Stored<Vec<crate::rules::Rule>>>,
         crate::matcher::CompiledLayer,
@@ -263,7 +268,8 @@ impl Update {
                 let parsed = Case::parse(&raw)?;
                 let layer =
                     (!parsed.rules.is_empty()).then(|| compile_layer(Layer::Case, &parsed.rules));
-                Self::Case(Arc::new(Stored::held(raw, parsed, held)), layer)
+                let exchanges = Arc::new(Exchanges::of(&parsed));
+                Self::Case(Arc::new(Stored::held(raw, parsed, held)), layer, exchanges)
             }
             DocumentKind::Rules => {
                 let parsed = parse_rules_document(&raw)?;
@@ -285,14 +291,16 @@ impl Update {
         let mut next = Snapshot {
             revision: current.revision + 1,
             case: current.case.clone(),
+            exchanges: current.exchanges.clone(),
             rules: current.rules.clone(),
             policy: current.policy.clone(),
             fixtures: current.fixtures.clone(),
             index: current.index.clone(),
         };
         match self {
-            Self::Case(case, layer) => {
+            Self::Case(case, layer, exchanges) => {
                 next.case = Some(case);
+                next.exchanges = Some(exchanges);
                 next.index = Arc::new(RuleIndex::build(layer, current.index.session_layer()));
             }
             Self::Rules(rules, layer) => {

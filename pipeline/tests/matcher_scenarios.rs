@@ -70,7 +70,10 @@ fn run(path: &Path) -> Vec<String> {
             .replace(&id, kind, Bytes::from(value.to_string()))
             .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     };
-    if let Some(case_rules) = file.get("caseRules") {
+    // A whole case (its traces answer replay rules), or only case-embedded rules.
+    if let Some(case) = file.get("case") {
+        write(DocumentKind::Case, case);
+    } else if let Some(case_rules) = file.get("caseRules") {
         write(
             DocumentKind::Case,
             &json!({"version": "1.0.0", "caseId": "scenario", "traces": [], "rules": case_rules}),
@@ -95,15 +98,24 @@ fn run(path: &Path) -> Vec<String> {
         let outcome = pipelines
             .inject(&Received::protobuf(traces.encode_to_vec().into()))
             .expect("scenario spans are valid");
-        let actual = match outcome {
+        let mut actual = match outcome {
             InjectOutcome::Forward(reason) => json!({"decision": reason.as_str()}),
             InjectOutcome::Hit(hit) => json!({
                 "decision": hit.decision,
                 "rule": hit.rule,
                 "status": hit.status,
                 "body": match hit.body { Body::Text(t) => t, Body::Empty => String::new(), Body::Binary(_) => "<binary>".into() },
+                "caseSpanId": hit.case_span_id,
             }),
         };
+        // A miss's explanation: the closest candidate of the last recorded miss, as one line.
+        let (misses, _) = session.misses.snapshot();
+        actual["closest"] = json!(
+            misses
+                .last()
+                .and_then(|m| m.closest.as_ref())
+                .map(|c| c.summary())
+        );
         let expect = scenario["expect"].as_object().expect("expect");
         for (field, want) in expect {
             if actual.get(field) != Some(want) {

@@ -289,10 +289,12 @@ pub(super) async fn capture(
             .acquire(captured.bytes.saturating_mul(RENDER_FACTOR))
             .map_err(|over| ApiError::over_budget(&over))?;
         let rendered = tokio::task::spawn_blocking(move || {
+            let loaded = session.snapshot().case.clone();
             let case = softprobe_pipeline::capture::case_document(
                 session.id(),
                 std::time::SystemTime::now(),
                 &captured,
+                loaded.as_deref(),
             );
             serde_json::to_vec(&case)
         })

@@ -12,6 +12,7 @@
 
 use super::{CompiledLayer, CompiledRule, HopFacts, Reads};
 use crate::hop::{Hop, host_without_port};
+use crate::replay::Exchanges;
 use crate::rules::Direction;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub struct RuleIndex {
     has_hosts: bool,
     /// What the rules read from a hop's attributes.
     reads: Reads,
+    /// Rules by the host (lower-cased, no port) and by the path or path prefix they name, and
+    /// those naming neither: where a miss's explanation looks for the closest rule, best-first.
+    nearby: HashMap<String, Bucket>,
     len: usize,
 }
 
@@ -68,6 +72,9 @@ impl RuleIndex {
         index.reads = Reads::of(&rules);
         for rule in rules {
             index.file(rule.clone());
+            for key in nearby_keys(rule) {
+                index.nearby.entry(key).or_default().push(rule.clone());
+            }
         }
         index.case = case;
         index.session = session;
@@ -121,9 +128,28 @@ impl RuleIndex {
         self.len == 0
     }
 
+    /// The rules that share the hop's host or path, then those that name neither, best-first
+    /// within each group (duplicates possible).
+    pub(super) fn nearby<'s>(
+        &'s self,
+        hop: &Hop<'_>,
+    ) -> impl Iterator<Item = &'s Arc<CompiledRule>> {
+        let host = host_without_port(hop.host).to_ascii_lowercase();
+        [host.as_str(), hop.path, ""]
+            .into_iter()
+            .filter_map(|key| self.nearby.get(key))
+            .flatten()
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
     /// A hop's facts, ready to be read by the rules of this index.
-    pub(super) fn facts<'h, 'a>(&'h self, hop: &'h Hop<'a>) -> HopFacts<'h, 'a> {
-        HopFacts::new(hop, &self.reads)
+    pub(super) fn facts<'h, 'a>(
+        &'h self,
+        hop: &'h Hop<'a>,
+        exchanges: Option<&'h Exchanges>,
+    ) -> HopFacts<'h, 'a> {
+        HopFacts::new(hop, &self.reads, exchanges)
     }
 
     /// The best matching rule with at least `min_priority` that is not exhausted, claiming it
@@ -197,6 +223,22 @@ impl RuleIndex {
         let mut total = 0;
         self.for_each_bucket(hop, host.as_ref(), |bucket| total += bucket.len());
         total
+    }
+}
+
+/// The keys a rule is found under when a miss looks for the closest rule: its host (or host
+/// suffix) and its path (or path prefix); `""` when it names neither.
+fn nearby_keys(rule: &CompiledRule) -> Vec<String> {
+    let when = &rule.when;
+    let host = when.host.as_ref().or(when.host_suffix.as_ref());
+    let host = host.map(|h| host_without_port(h.trim_start_matches('.')).to_owned());
+    let path = when.path.as_ref().or(when.path_prefix.as_ref());
+    let path = path.map(|p| p.split_once('?').map_or(p.as_str(), |(p, _)| p).to_owned());
+    let keys: Vec<String> = host.into_iter().chain(path).collect();
+    if keys.is_empty() {
+        vec![String::new()]
+    } else {
+        keys
     }
 }
 

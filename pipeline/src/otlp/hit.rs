@@ -21,6 +21,8 @@ pub struct HitResponse {
     pub layer: &'static str,
     /// The session revision the decision was made at.
     pub revision: u64,
+    /// For a replay: the recorded case span that answered.
+    pub case_span_id: Option<String>,
 }
 
 /// The name of the span a hit answers with.
@@ -62,6 +64,9 @@ impl HitResponse {
         }
         f(keys::RULE_LAYER, HitValue::Str(self.layer));
         f(keys::SESSION_REVISION, HitValue::Int(self.revision as i64));
+        if let Some(span_id) = &self.case_span_id {
+            f(keys::CASE_SPAN_ID, HitValue::Str(span_id));
+        }
     }
 
     /// Room for the encoded hit: its texts plus framing for every attribute, so that neither
@@ -78,7 +83,11 @@ impl HitResponse {
             .map(|(name, value)| keys::RESPONSE_HEADER_PREFIX.len() + name.len() + value.len())
             .sum();
         // Span and attribute framing and the fixed keys come to under 400 bytes of JSON.
-        400 + 40 * self.headers.len() + headers + body + self.rule.as_ref().map_or(0, String::len)
+        400 + 40 * self.headers.len()
+            + headers
+            + body
+            + self.rule.as_ref().map_or(0, String::len)
+            + self.case_span_id.as_ref().map_or(0, |id| 40 + id.len())
     }
 
     /// The hit as an OTLP protobuf `TracesData`: one span named `softprobe.inject` carrying the
@@ -229,6 +238,7 @@ mod tests {
                 rule: Some("orders".into()),
                 layer: "session",
                 revision: 300,
+                case_span_id: Some("00f067aa0ba902b7".into()),
             },
             HitResponse {
                 status: 500,
@@ -238,6 +248,7 @@ mod tests {
                 rule: None,
                 layer: "policy",
                 revision: 0,
+                case_span_id: None,
             },
             HitResponse {
                 status: 0,
@@ -247,6 +258,7 @@ mod tests {
                 rule: Some(String::new()),
                 layer: "case",
                 revision: u64::MAX,
+                case_span_id: None,
             },
         ];
         for hit in &hits {
@@ -275,6 +287,7 @@ mod tests {
             rule: Some("r".into()),
             layer: "session",
             revision: 7,
+            case_span_id: None,
         };
         let back = decode_traces(&hit.encode_json(), Some(Encoding::Json)).unwrap();
         let span = &back.resource_spans[0].scope_spans[0].spans[0];

@@ -121,7 +121,8 @@ impl CaseWriter {
             return Ok(None);
         };
         let captured = buffer.seal();
-        let document = case_document(session.id(), now, &captured);
+        let loaded = session.snapshot().case.clone();
+        let document = case_document(session.id(), now, &captured, loaded.as_deref());
         match write_case(destination, &document, ours) {
             Ok(metadata) => Ok(Some(WrittenCase {
                 path: destination.path.clone(),
