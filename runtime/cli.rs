@@ -168,6 +168,10 @@ pub enum SessionCommand {
         /// Case file to load.
         #[arg(long = "case")]
         case_file: Option<PathBuf>,
+        /// Answer the app's outbound calls from the case (`--replay`), or its inbound ones too
+        /// (`--replay=all`: the app itself is then replaced by the recording).
+        #[arg(long, requires = "case_file", num_args = 0..=1, default_missing_value = "outbound", value_parser = ["outbound", "all"])]
+        replay: Option<String>,
         /// Print exactly `export SOFTPROBE_SESSION_ID=<id>`.
         #[arg(long, conflicts_with = "json")]
         shell: bool,
@@ -201,6 +205,12 @@ pub enum SessionCommand {
     },
     /// Print the session's counters.
     Stats {
+        /// The session.
+        #[command(flatten)]
+        session: SessionId,
+    },
+    /// The hops no rule answered, with the closest candidate and what it did not match.
+    Misses {
         /// The session.
         #[command(flatten)]
         session: SessionId,
@@ -406,7 +416,8 @@ pub struct ReplayArgs {
 /// Replay operations.
 #[derive(Debug, Subcommand)]
 pub enum ReplayCommand {
-    /// Report the inject statistics of a session (hits, misses, strict misses).
+    /// Report a replay session's hits and misses with their explanations; exits 20 when the
+    /// app made calls the case could not answer.
     Run {
         /// The session.
         #[command(flatten)]

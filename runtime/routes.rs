@@ -25,6 +25,8 @@ pub const FIXTURES: &str = "/v1/sessions/{sessionId}/fixtures/auth";
 pub const STATS: &str = "/v1/sessions/{sessionId}/stats";
 /// A session's documents and counters.
 pub const STATE: &str = "/v1/sessions/{sessionId}/state";
+/// A session's recent misses and why.
+pub const MISSES: &str = "/v1/sessions/{sessionId}/misses";
 /// Close a session.
 pub const CLOSE: &str = "/v1/sessions/{sessionId}/close";
 /// A capture session's case.
@@ -48,6 +50,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("POST", FIXTURES),
     ("GET", STATS),
     ("GET", STATE),
+    ("GET", MISSES),
     ("POST", CLOSE),
     ("GET", CAPTURE),
     ("POST", INJECT),

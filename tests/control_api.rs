@@ -241,8 +241,8 @@ async fn invalid_documents_are_refused_with_the_place_and_change_nothing() {
         ),
         (
             "rules",
-            r#"[{"when":{},"then":{"action":"replay"}}]"#,
-            "invalid control payload: [0].then.action: action \"replay\" is deprecated",
+            r#"[{"when":{},"then":{"action":"replay","matchOn":["path","verb"]}}]"#,
+            "invalid control payload: [0].then: matchOn: unknown field \"verb\"",
         ),
         (
             "rules",

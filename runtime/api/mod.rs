@@ -46,6 +46,7 @@ pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
         .route(routes::FIXTURES, post(sessions::fixtures))
         .route(routes::STATS, get(sessions::stats))
         .route(routes::STATE, get(sessions::session_state))
+        .route(routes::MISSES, get(sessions::misses))
         .route(routes::CLOSE, post(sessions::close))
         .route(routes::CAPTURE, get(sessions::capture))
         .layer(middleware::from_fn_with_state(

@@ -221,6 +221,21 @@ pub(super) async fn session_state(
     Ok(Json(view).into_response())
 }
 
+/// `GET /v1/sessions/{id}/misses`: the hops no rule answered, oldest first, each with the
+/// closest candidate and what it did not match; `dropped` counts older ones no longer kept.
+pub(super) async fn misses(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let session = state.store.get(&id).map_err(|err| store_error("", err))?;
+    let (misses, dropped) = session.misses.snapshot();
+    Ok(Json(json!({
+        "sessionId": session.id(),
+        "misses": misses,
+        "dropped": dropped,
+    })))
+}
+
 /// `?out=` of a close request.
 #[derive(Deserialize)]
 pub(super) struct CloseQuery {

@@ -35,8 +35,8 @@ pub mod exit {
     pub const VALIDATION: u8 = 5;
     /// `doctor` found a failing check.
     pub const DOCTOR: u8 = 10;
-    /// Reserved for suite failures.
-    pub const SUITE: u8 = 20;
+    /// A replay (or a suite) found traffic the recording does not answer.
+    pub const REPLAY_MISSES: u8 = 20;
 }
 
 /// A command failure: what failed, what to do next, and the exit code it maps to.

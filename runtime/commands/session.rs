@@ -13,16 +13,16 @@ pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
             mode,
             policy,
             case_file,
+            replay,
             shell,
         } => {
-            start(
-                &client,
-                &mode,
-                policy.as_deref(),
-                case_file.as_deref(),
-                shell,
-            )
-            .await
+            let start = Start {
+                mode: &mode,
+                policy: policy.as_deref(),
+                case_file: case_file.as_deref(),
+                replay: replay.as_deref(),
+            };
+            start.run(&client, shell).await
         }
         SessionCommand::LoadCase { session, file } => {
             let bytes = read_file(&file)?;
@@ -95,6 +95,15 @@ pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
             }
             Ok(report)
         }
+        SessionCommand::Misses { session } => {
+            let answer = client.get(&path(&session.id, "misses")).await?;
+            let mut report =
+                Report::fields(answer.clone()).line(format!("session {} misses", session.id));
+            for line in miss_lines(&answer) {
+                report = report.line(line);
+            }
+            Ok(report)
+        }
         SessionCommand::Close { session, out } => close(&client, &session.id, out.as_deref()).await,
     }
 }
@@ -115,38 +124,109 @@ pub(super) fn encode(text: &str) -> String {
         .collect()
 }
 
-async fn start(
-    client: &RuntimeClient,
-    mode: &str,
-    policy: Option<&Path>,
-    case_file: Option<&Path>,
-    shell: bool,
-) -> Result<Report, CliError> {
-    // Read local files before creating anything, so a typo leaves no session behind.
-    let policy = policy.map(json_or_yaml).transpose()?;
-    let case = case_file.map(read_file).transpose()?;
-    let created = client
-        .post(
-            "/v1/sessions",
-            Some(json!({ "mode": mode }).to_string().into_bytes()),
-        )
-        .await?;
-    let id = created["sessionId"].as_str().unwrap_or_default().to_owned();
-    let mut revision = created["sessionRevision"].clone();
-    for (route, body) in [("policy", policy), ("load-case", case)] {
-        if let Some(body) = body {
-            revision = client.post(&path(&id, route), Some(body)).await?["sessionRevision"].clone();
+/// What `session start` sets up.
+struct Start<'a> {
+    mode: &'a str,
+    policy: Option<&'a Path>,
+    case_file: Option<&'a Path>,
+    /// `outbound` or `all`: replay rules for those directions.
+    replay: Option<&'a str>,
+}
+
+impl Start<'_> {
+    async fn run(&self, client: &RuntimeClient, shell: bool) -> Result<Report, CliError> {
+        // Read local files before creating anything, so a typo leaves no session behind.
+        let policy = self.policy.map(json_or_yaml).transpose()?;
+        let case = self.case_file.map(read_file).transpose()?;
+        let rules = self.replay.map(|replay| replay_rules(replay == "all"));
+        let body = json!({ "mode": self.mode }).to_string().into_bytes();
+        let created = client.post("/v1/sessions", Some(body)).await?;
+        let id = created["sessionId"].as_str().unwrap_or_default().to_owned();
+        let mut revision = created["sessionRevision"].clone();
+        for (route, body) in [("policy", policy), ("load-case", case), ("rules", rules)] {
+            let Some(body) = body else { continue };
+            match client.post(&path(&id, route), Some(body)).await {
+                Ok(answer) => revision = answer["sessionRevision"].clone(),
+                Err(err) => {
+                    // The runtime refused a document: leave no half-made session behind.
+                    let _ = client.post(&path(&id, "close"), None).await;
+                    return Err(err);
+                }
+            }
         }
+        let report = Report::fields(
+            json!({"sessionId": id, "sessionRevision": revision, "mode": self.mode}),
+        );
+        Ok(if shell {
+            report.line(format!("export SOFTPROBE_SESSION_ID={id}"))
+        } else {
+            report
+                .line(format!("session created: {id}"))
+                .line(format!("mode: {}, revision: {revision}", self.mode))
+        })
     }
-    let report =
-        Report::fields(json!({"sessionId": id, "sessionRevision": revision, "mode": mode}));
-    Ok(if shell {
-        report.line(format!("export SOFTPROBE_SESSION_ID={id}"))
-    } else {
-        report
-            .line(format!("session created: {id}"))
-            .line(format!("mode: {mode}, revision: {revision}"))
-    })
+}
+
+/// The rules of `session start --replay`: answer outbound hops (and inbound ones, with
+/// `all`) from the loaded case.
+fn replay_rules(inbound_too: bool) -> Vec<u8> {
+    let rule = |direction: &str| json!({"name": format!("replay-{direction}"), "when": {"direction": direction}, "then": {"action": "replay"}});
+    let mut rules = vec![rule("outbound")];
+    if inbound_too {
+        rules.push(rule("inbound"));
+    }
+    json!({"version": 1, "rules": rules})
+        .to_string()
+        .into_bytes()
+}
+
+/// One line per miss: when, what, the decision, and the closest candidate's first mismatch.
+pub(super) fn miss_lines(answer: &Value) -> Vec<String> {
+    let mut lines: Vec<String> = answer["misses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|miss| {
+            let text = |key: &str| miss[key].as_str().unwrap_or_default().to_owned();
+            let closest = &miss["closest"];
+            let explanation = match closest["kind"].as_str() {
+                None => "no rule or recorded exchange shares its host or path".to_owned(),
+                Some(kind) => {
+                    let who = match kind {
+                        "rule" => format!("rule {:?}", text_of(&closest["name"])),
+                        _ => format!("recorded exchange {}", text_of(&closest["spanId"])),
+                    };
+                    let first = closest["mismatches"].as_array().and_then(|m| m.first());
+                    match first {
+                        Some(m) => format!(
+                            "closest {who}: {}: expected {}, got {}",
+                            text_of(&m["field"]),
+                            text_of(&m["expected"]),
+                            text_of(&m["actual"])
+                        ),
+                        None => format!("closest {who}"),
+                    }
+                }
+            };
+            format!(
+                "{} {} {} {}{} -> {}; {explanation}",
+                text("at"),
+                text("direction"),
+                text("method"),
+                text("host"),
+                text("path"),
+                text("decision"),
+            )
+        })
+        .collect();
+    if let Some(dropped) = answer["dropped"].as_u64().filter(|d| *d > 0) {
+        lines.push(format!("({dropped} older misses not kept)"));
+    }
+    lines
+}
+
+fn text_of(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
 }
 
 async fn close(client: &RuntimeClient, id: &str, out: Option<&Path>) -> Result<Report, CliError> {

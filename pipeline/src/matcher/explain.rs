@@ -73,31 +73,33 @@ impl Closest {
 }
 
 /// The closest rule or recorded exchange to `hop`, if any shares its host or path (or, for
-/// rules, names neither). Fewest mismatches wins; on a tie, the candidate that asked more of
-/// the hop and got it (a recorded exchange over a catch-all rule), then rules before
-/// exchanges, then precedence or recorded order. `min_priority` is the priority a rule needed
-/// to beat the policy.
+/// rules, names neither). The lightest mismatches win (a direction outweighs a host, which
+/// outweighs a method or path, which outweigh the rest); on a tie, the candidate that asked
+/// more of the hop and got it, then rules before exchanges, then precedence or recorded
+/// order. Replay rules are represented by the recorded exchanges they would answer with.
+/// `min_priority` is the priority a rule needed to beat the policy.
 pub fn closest(
     index: &RuleIndex,
     exchanges: Option<&Exchanges>,
     hop: &Hop<'_>,
     min_priority: i64,
 ) -> Option<Closest> {
-    let mut best: Option<(Closest, usize)> = None;
+    let mut best: Option<(Closest, (usize, usize))> = None;
     let mut consider = |candidate: Closest, checked: usize| {
-        let matched = checked - candidate.mismatches().len();
-        let better = best.as_ref().is_none_or(|(b, b_matched)| {
-            let (mine, theirs) = (candidate.mismatches().len(), b.mismatches().len());
-            mine < theirs || (mine == theirs && matched > *b_matched)
-        });
-        if better {
-            best = Some((candidate, matched));
+        let mismatches = candidate.mismatches();
+        let weight: usize = mismatches.iter().map(|m| weight(&m.field)).sum();
+        let matched = checked - mismatches.len();
+        // Lower weight first, then more predicates that held.
+        let score = (weight, usize::MAX - matched);
+        if best.as_ref().is_none_or(|(_, best)| score < *best) {
+            best = Some((candidate, score));
         }
     };
+    let has_exchanges = exchanges.is_some_and(|e| !e.is_empty());
     let mut seen: Vec<*const CompiledRule> = Vec::new();
     for rule in index.nearby(hop) {
         let pointer: *const CompiledRule = &**rule;
-        if seen.contains(&pointer) {
+        if seen.contains(&pointer) || (has_exchanges && matches!(rule.then, Action::Replay(_))) {
             continue;
         }
         if seen.len() == MAX_CANDIDATES {
@@ -124,6 +126,16 @@ pub fn closest(
         }
     }
     best.map(|(closest, _)| closest)
+}
+
+/// How far a mismatch of `field` puts a candidate from the hop.
+fn weight(field: &str) -> usize {
+    match field {
+        "direction" => 8,
+        "host" | "hostSuffix" | "notHostSuffix" | "service" => 4,
+        "method" | "path" | "pathPrefix" => 3,
+        _ => 1,
+    }
 }
 
 /// Mismatches as they are found, and how many predicates were checked.

@@ -1,0 +1,432 @@
+//! Capture, then replay with the CLI alone, end to end through two `softprobe proxy` processes
+//! running the real filter `.wasm`: an app calls two dependencies (one twice, with different
+//! answers); the replay answers it as during capture without reaching them, a call the case
+//! lacks is blocked with the closest recorded exchange named, and capture-on-miss records the
+//! changed call while replaying the rest.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
+mod support;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use support::Runtime;
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+/// What the real dependencies received.
+#[derive(Default)]
+struct Received {
+    prices: AtomicU64,
+    charges: AtomicU64,
+    refunds: AtomicU64,
+}
+
+/// Two real dependencies on one server: `GET /price` answers 10, then 20, then 30…;
+/// `POST /charge` and `POST /refund` echo the amount.
+async fn dependencies(received: Arc<Received>) -> SocketAddr {
+    let router = Router::new()
+        .route(
+            "/price",
+            get(|State(r): State<Arc<Received>>| async move {
+                let n = r.prices.fetch_add(1, Ordering::SeqCst) + 1;
+                axum::Json(json!({"price": n * 10}))
+            }),
+        )
+        .route(
+            "/charge",
+            post(|State(r): State<Arc<Received>>, body: String| async move {
+                r.charges.fetch_add(1, Ordering::SeqCst);
+                let amount: Value = serde_json::from_str(&body).unwrap_or_default();
+                (
+                    StatusCode::CREATED,
+                    axum::Json(json!({"charged": amount["amount"]})),
+                )
+            }),
+        )
+        .route(
+            "/refund",
+            post(|State(r): State<Arc<Received>>| async move {
+                r.refunds.fetch_add(1, Ordering::SeqCst);
+                axum::Json(json!({"refunded": true}))
+            }),
+        )
+        .with_state(received);
+    serve(router).await
+}
+
+/// The app: `/checkout` reads two prices and charges their sum; `/refund` calls a refund.
+/// Outbound calls go through the egress proxy with the trace context the ingress proxy set.
+async fn app(dependencies: SocketAddr, egress: SocketAddr) -> SocketAddr {
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{egress}")).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("http://{dependencies}");
+    let call = move |request: reqwest::RequestBuilder, headers: &HeaderMap| {
+        let mut request = request;
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (checkout_client, checkout_base, checkout_call) =
+        (client.clone(), base.clone(), call.clone());
+    let router = Router::new()
+        .route(
+            "/checkout",
+            post(move |headers: HeaderMap| {
+                let (client, base, call) = (
+                    checkout_client.clone(),
+                    checkout_base.clone(),
+                    checkout_call.clone(),
+                );
+                async move {
+                    let mut prices = Vec::new();
+                    for _ in 0..2 {
+                        let (_, body) = call(client.get(format!("{base}/price")), &headers).await;
+                        let price: Value = serde_json::from_str(&body).unwrap_or_default();
+                        prices.push(price["price"].as_u64().unwrap_or(0));
+                    }
+                    let amount = json!({"amount": prices.iter().sum::<u64>()}).to_string();
+                    let charge = client
+                        .post(format!("{base}/charge"))
+                        .header("content-type", "application/json")
+                        .body(amount);
+                    let (status, body) = call(charge, &headers).await;
+                    axum::Json(json!({"prices": prices, "chargeStatus": status, "charge": body}))
+                }
+            }),
+        )
+        .route(
+            "/refund",
+            post(move |headers: HeaderMap| {
+                let (client, base, call) = (client.clone(), base.clone(), call.clone());
+                async move {
+                    let (status, body) =
+                        call(client.post(format!("{base}/refund")), &headers).await;
+                    axum::Json(json!({"refundStatus": status, "refund": body}))
+                }
+            }),
+        );
+    serve(router).await
+}
+
+fn filter_wasm() -> PathBuf {
+    const BUILT: &str = "wasm32-wasip1/wasm-release/softprobe_filter.wasm";
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join(BUILT);
+    assert!(
+        path.exists(),
+        "{} is missing: build the filter first",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `softprobe proxy` as a process of its own.
+struct Proxy {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Proxy {
+    async fn start(direction: &str, runtime: SocketAddr, upstream: Option<SocketAddr>) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = json!({
+            "traffic_direction": direction,
+            "sp_backend_url": format!("http://{runtime}"),
+            "service_name": "orders",
+            "timeout_ms": 2000,
+        });
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"));
+        command
+            .args(["proxy", "--listen", &addr.to_string(), "--filter"])
+            .arg(filter_wasm())
+            .args(["--config", &config.to_string()])
+            .stderr(std::process::Stdio::null());
+        if let Some(upstream) = upstream {
+            command.args(["--upstream", &format!("http://{upstream}")]);
+        }
+        let child = command.spawn().unwrap();
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Self { child, addr };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("softprobe proxy did not start on {addr}");
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI against the runtime.
+async fn softprobe(runtime: &Runtime, args: &[&str]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"));
+    command
+        .args(args)
+        .env("SOFTPROBE_RUNTIME_URL", runtime.url(""))
+        .env_remove("SOFTPROBE_API_TOKEN")
+        .env_remove("SOFTPROBE_SESSION_ID");
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn envelope(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "not one JSON envelope ({err}): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+async fn start_session(runtime: &Runtime, args: &[&str]) -> String {
+    let mut argv = vec!["session", "start", "--json"];
+    argv.extend_from_slice(args);
+    let started = envelope(&softprobe(runtime, &argv).await);
+    started["sessionId"].as_str().expect("sessionId").to_owned()
+}
+
+async fn call(ingress: SocketAddr, route: &str, session: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("http://{ingress}{route}"))
+        .header("x-softprobe-session-id", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Waits until the session has kept `spans` extracted spans (uploads are asynchronous).
+async fn wait_for_spans(runtime: &Runtime, session: &str, spans: u64) {
+    for _ in 0..500 {
+        if runtime.stats(session).await["extractedSpans"].as_u64() >= Some(spans) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the proxies did not upload {spans} spans");
+}
+
+/// The spans of a case, flattened.
+fn case_spans(case: &Value) -> Vec<Value> {
+    case["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["resourceSpans"].as_array().unwrap())
+        .flat_map(|r| r["scopeSpans"].as_array().unwrap())
+        .flat_map(|s| s["spans"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)?["value"]["stringValue"]
+        .as_str()
+}
+
+#[tokio::test]
+async fn capture_then_replay_with_the_cli_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(&[]).await;
+    let received = Arc::new(Received::default());
+    let deps = dependencies(received.clone()).await;
+    let egress = Proxy::start("outbound", runtime.addr, None).await;
+    let app = app(deps, egress.addr).await;
+    let ingress = Proxy::start("inbound", runtime.addr, Some(app)).await;
+
+    // Capture: one checkout, two price reads with different answers, one charge.
+    let capture = start_session(&runtime, &["--mode", "capture"]).await;
+    let captured = call(ingress.addr, "/checkout", &capture).await;
+    assert_eq!(captured["prices"], json!([10, 20]));
+    assert_eq!(captured["chargeStatus"], 201);
+    wait_for_spans(&runtime, &capture, 4).await;
+    let case_path = dir.path().join("checkout.case.json");
+    let closed = softprobe(
+        &runtime,
+        &[
+            "session",
+            "close",
+            "--session",
+            &capture,
+            "--out",
+            case_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    let before = (
+        received.prices.load(Ordering::SeqCst),
+        received.charges.load(Ordering::SeqCst),
+    );
+    assert_eq!(before, (2, 1));
+
+    // Replay with the CLI alone and a strict policy: the same answers, nothing reaches the
+    // dependencies.
+    let policy = dir.path().join("strict.json");
+    std::fs::write(&policy, r#"{"externalHttp":"strict"}"#).unwrap();
+    let args = [
+        "--case",
+        case_path.to_str().unwrap(),
+        "--replay",
+        "--policy",
+        policy.to_str().unwrap(),
+    ];
+    let replay = start_session(&runtime, &args).await;
+    let replayed = call(ingress.addr, "/checkout", &replay).await;
+    assert_eq!(replayed, captured, "the app answers as during capture");
+    assert_eq!(
+        (
+            received.prices.load(Ordering::SeqCst),
+            received.charges.load(Ordering::SeqCst)
+        ),
+        before,
+        "the real dependencies received nothing"
+    );
+    let clean = softprobe(&runtime, &["replay", "run", "--session", &replay, "--json"]).await;
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+
+    // A call the case lacks is blocked, and the answer names the closest recorded exchange.
+    let refund = call(ingress.addr, "/refund", &replay).await;
+    assert_eq!(refund["refundStatus"], 500);
+    let message = refund["refund"].as_str().unwrap();
+    assert!(message.contains("closest: recorded exchange"), "{message}");
+    assert!(
+        message.contains("path: expected /charge, got /refund"),
+        "{message}"
+    );
+    assert_eq!(received.refunds.load(Ordering::SeqCst), 0);
+    let misses = envelope(
+        &softprobe(
+            &runtime,
+            &["session", "misses", "--session", &replay, "--json"],
+        )
+        .await,
+    );
+    // Inbound hops are forwarded to the app (misses too, but not replayed ones).
+    let miss = misses["misses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["direction"] == "outbound")
+        .expect("the blocked refund");
+    assert_eq!(
+        (miss["decision"].as_str(), miss["path"].as_str()),
+        (Some("strict_miss"), Some("/refund"))
+    );
+    assert_eq!(miss["closest"]["kind"], "case");
+    let failed = softprobe(&runtime, &["replay", "run", "--session", &replay]).await;
+    assert_eq!(failed.status.code(), Some(20));
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        text.contains("path: expected /charge, got /refund"),
+        "{text}"
+    );
+
+    // Capture-on-miss: replay what the case has, record what it lacks.
+    let args = [
+        "--mode",
+        "capture",
+        "--case",
+        case_path.to_str().unwrap(),
+        "--replay",
+    ];
+    let recapture = start_session(&runtime, &args).await;
+    assert_eq!(call(ingress.addr, "/checkout", &recapture).await, captured);
+    let refunded = call(ingress.addr, "/refund", &recapture).await;
+    assert_eq!(refunded["refundStatus"], 200);
+    assert_eq!(received.refunds.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        received.prices.load(Ordering::SeqCst),
+        2,
+        "prices were replayed"
+    );
+    // The refund's outbound and inbound hops, and the replayed checkout's inbound hop.
+    wait_for_spans(&runtime, &recapture, 3).await;
+    let merged_path = dir.path().join("merged.case.json");
+    let closed = softprobe(
+        &runtime,
+        &[
+            "session",
+            "close",
+            "--session",
+            &recapture,
+            "--out",
+            merged_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    let merged: Value = serde_json::from_slice(&std::fs::read(&merged_path).unwrap()).unwrap();
+    let original: Value = serde_json::from_slice(&std::fs::read(&case_path).unwrap()).unwrap();
+    let spans = case_spans(&merged);
+    assert!(spans.len() > case_spans(&original).len());
+    assert_eq!(
+        &spans[..case_spans(&original).len()],
+        &case_spans(&original)[..]
+    );
+    let paths: Vec<_> = spans
+        .iter()
+        .filter_map(|s| {
+            attribute(s, "url.path").or_else(|| attribute(s, "http.request.header.:path"))
+        })
+        .collect();
+    assert!(paths.contains(&"/refund"), "{paths:?}");
+    runtime.stop().await;
+}
