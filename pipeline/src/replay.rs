@@ -220,3 +220,113 @@ pub(crate) fn bodies_equal(recorded: Option<&str>, body: Option<&str>) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::Attributes;
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    fn hop<'a>(direction: Direction, method: &'a str, path: &'a str) -> Hop<'a> {
+        Hop {
+            direction: Some(direction),
+            service: "",
+            host: "api.example.com",
+            method: Cow::Borrowed(method),
+            path,
+            query: "",
+            attributes: Attributes::Wire(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn reads_cases_of_this_runtime_and_of_the_reference() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testdata/cases/orders-checkout.case.json"
+        );
+        let case = Case::parse(&std::fs::read(path).unwrap()).unwrap();
+        let exchanges = Exchanges::of(&case);
+        let ids: Vec<&str> = exchanges.iter().map(|e| e.span_id.as_str()).collect();
+        assert_eq!(ids, ["00f067aa0ba902b7", "b7ad6b7169203331"]);
+        let charge = &exchanges.all[1];
+        assert_eq!(
+            (charge.method.as_str(), charge.path.as_str()),
+            ("POST", "/v1/charges")
+        );
+        assert_eq!(charge.response.status, 201);
+        // The reference runtime writes base64 ids (Go's protojson), integers as numbers, and
+        // the method as http.request.method; a span without a response is not an exchange.
+        let reference = br#"{"version":"1.0.0","caseId":"ref","traces":[{"resourceSpans":[{"scopeSpans":[{"spans":[
+            {"traceId":"W47/95gDgQPSabYzgT/GDA==","spanId":"BRWBvzy1XBM=","attributes":[
+              {"key":"sp.traffic.direction","value":{"stringValue":"outbound"}},
+              {"key":"url.host","value":{"stringValue":"softprobe-proxy:8084"}},
+              {"key":"url.path","value":{"stringValue":"/fragment"}},
+              {"key":"http.request.method","value":{"stringValue":"GET"}},
+              {"key":"http.response.status_code","value":{"intValue":200}},
+              {"key":"http.response.body","value":{"stringValue":"{\"dep\":\"ok\"}\n"}}]},
+            {"spanId":"AQIDBAUGBwg=","attributes":[{"key":"url.path","value":{"stringValue":"/inject-only"}}]}
+        ]}]}]}]}"#;
+        let exchanges = Exchanges::of(&Case::parse(reference).unwrap());
+        assert_eq!(exchanges.len(), 1);
+        let answer = exchanges
+            .answer(
+                &hop(Direction::Outbound, "GET", "/fragment"),
+                MatchOn {
+                    host: false,
+                    ..MatchOn::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(answer.span_id, "051581bf3cb55c13");
+        assert_eq!(
+            answer.response.body,
+            Body::Text("{\"dep\":\"ok\"}\n".into())
+        );
+    }
+
+    #[test]
+    fn concurrent_hops_never_share_a_recorded_answer_while_others_remain() {
+        let spans: Vec<String> = (1..=5)
+            .map(|n| {
+                format!(
+                    r#"{{"spanId":"000000000000000{n}","attributes":[
+                  {{"key":"sp.traffic.direction","value":{{"stringValue":"outbound"}}}},
+                  {{"key":"url.host","value":{{"stringValue":"api.example.com"}}}},
+                  {{"key":"url.path","value":{{"stringValue":"/token"}}}},
+                  {{"key":"http.request.method","value":{{"stringValue":"GET"}}}},
+                  {{"key":"http.response.status_code","value":{{"intValue":200}}}}]}}"#
+                )
+            })
+            .collect();
+        let case = format!(
+            r#"{{"version":"1.0.0","caseId":"seq","traces":[{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}]}}"#,
+            spans.join(",")
+        );
+        for _ in 0..20 {
+            let exchanges = Arc::new(Exchanges::of(&Case::parse(case.as_bytes()).unwrap()));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let exchanges = exchanges.clone();
+                    std::thread::spawn(move || {
+                        let hop = hop(Direction::Outbound, "GET", "/token");
+                        exchanges
+                            .answer(&hop, MatchOn::default())
+                            .unwrap()
+                            .span_id
+                            .clone()
+                    })
+                })
+                .collect();
+            let mut answers: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            answers.sort();
+            let last = "0000000000000005".to_owned();
+            let mut expected: Vec<String> =
+                (1..=5).map(|n| format!("000000000000000{n}")).collect();
+            expected.extend([last.clone(), last.clone(), last]);
+            expected.sort();
+            assert_eq!(answers, expected);
+        }
+    }
+}
