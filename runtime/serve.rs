@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
+use tower_http::trace::TraceLayer;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +188,10 @@ pub type HttpService =
 pub fn http_service(state: AppState) -> HttpService {
     let token = Token::from_setting(state.settings.api_token.as_deref());
     let service = ServiceBuilder::new()
+        // tracing: a debug-level span per request (method, URI, status, latency); its body
+        // wrapper is taken off again for axum
+        .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+        .layer(TraceLayer::new_for_http())
         // auth: the bearer token on every `/v1/` route, the OTLP ones included, checked before
         // routing so an unauthenticated client learns nothing about routes or sessions
         .option_layer(auth::layer::<auth::Http>(token.as_ref()))
@@ -290,6 +295,9 @@ fn grpc_service(
         Err(err) => tracing::error!(%err, "gRPC reflection unavailable."),
     }
     ServiceBuilder::new()
+        // tracing: a debug-level span per call, with its gRPC status
+        .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
+        .layer(TraceLayer::new_for_grpc())
         // auth: the same bearer token as HTTP, as gRPC statuses; reflection stays open
         .option_layer(auth::layer::<auth::Grpc>(token.as_ref()))
         // memory: request body bytes held against the in-flight budget until the answer
