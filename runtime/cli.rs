@@ -83,7 +83,9 @@ pub enum Command {
     Capture(CaptureArgs),
     /// Replay statistics of a session.
     Replay(ReplayArgs),
-    /// Redact headers and JSON body fields in case files.
+    /// Regression suites from captured cases: run, validate, diff.
+    Suite(SuiteArgs),
+    /// Redact headers, JSON body fields, emails, tokens and card numbers in case files.
     Scrub(ScrubArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
@@ -333,13 +335,14 @@ pub enum ExportCommand {
         /// Case files: a path or a glob (`captures/*.case.json`); may be repeated.
         #[arg(long = "case", required = true)]
         cases: Vec<String>,
-        /// Receiver: `http://host:4317` for gRPC, `http://host:4318` (or a full
+        /// Receiver: `http(s)://host:4317` for gRPC, `http(s)://host:4318` (or a full
         /// `…/v1/traces` URL) for HTTP.
         #[arg(long)]
         endpoint: String,
-        /// Wire protocol.
-        #[arg(long, value_enum, default_value = "grpc")]
-        protocol: ExportProtocol,
+        /// Wire protocol (default: `http/protobuf` for a `…/v1/traces` URL or port 4318,
+        /// else `grpc`).
+        #[arg(long, value_enum)]
+        protocol: Option<ExportProtocol>,
         /// Extra header `K=V` (e.g. an auth token); may be repeated.
         #[arg(long = "header", value_parser = parse_header)]
         headers: Vec<(String, String)>,
@@ -360,6 +363,17 @@ pub enum ExportProtocol {
     /// OTLP/HTTP with JSON bodies.
     #[value(name = "http/json")]
     HttpJson,
+}
+
+impl ExportProtocol {
+    /// The name `--protocol` takes (and OTEL_EXPORTER_OTLP_PROTOCOL uses).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+            Self::HttpJson => "http/json",
+        }
+    }
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -425,12 +439,75 @@ pub enum ReplayCommand {
     },
 }
 
+/// `softprobe suite …`.
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// Where the runtime is.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The suite operation.
+    #[command(subcommand)]
+    pub command: SuiteCommand,
+}
+
+/// Suite operations.
+#[derive(Debug, Subcommand)]
+pub enum SuiteCommand {
+    /// Run every case in its own replay session against the app; exit 20 when one fails.
+    Run {
+        /// The suite YAML file.
+        suite: PathBuf,
+        /// Where the app under test answers (the recorded inbound request is sent there).
+        #[arg(long, env = "APP_URL")]
+        app_url: Option<String>,
+        /// Cases run at once (each has its own session).
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Only cases whose path or name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// After the first failure, skip the cases not started yet.
+        #[arg(long)]
+        fail_fast: bool,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write a self-contained HTML report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// `KEY=VALUE` lines for `${VAR}` in the suite (the environment wins).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Hook files (JavaScript); a case that names a hook fails until hooks are supported.
+        #[arg(long, value_delimiter = ',')]
+        hooks: Vec<PathBuf>,
+    },
+    /// Check a suite: structure, case files found, JSONPaths parse.
+    Validate {
+        /// The suite YAML file.
+        suite: PathBuf,
+    },
+    /// Exchanges added, removed and changed between two sets of cases.
+    Diff {
+        /// The older cases (a glob).
+        #[arg(long)]
+        baseline: String,
+        /// The newer cases (a glob).
+        #[arg(long)]
+        current: String,
+    },
+}
+
 /// `softprobe scrub …`.
 #[derive(Debug, Args)]
 pub struct ScrubArgs {
-    /// Case files to redact in place.
+    /// Case files (any JSON) to redact in place; a file with nothing to redact is not written.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Text rules (`{rules: [{pattern, replace}]}` or a bare list, JSON or YAML) applied to
+    /// string values instead of the defaults (emails, `Bearer` tokens, card numbers).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
     /// Header name to redact (request and response); may be repeated. Default: authorization,
     /// proxy-authorization, cookie, set-cookie, x-api-key, api-key, x-auth-token, x-public-key.
     #[arg(long = "header")]

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use support::Runtime;
 
@@ -69,9 +69,24 @@ async fn dependencies(received: Arc<Received>) -> SocketAddr {
     serve(router).await
 }
 
+/// Switches that change the app's behaviour between a capture and a replay.
+#[derive(Default)]
+struct Behaviour {
+    /// Answer `currency: eur` instead of `usd`.
+    euros: AtomicBool,
+    /// `/checkout` also calls `/refund`, which no checkout case recorded.
+    refund_too: AtomicBool,
+    /// Answers served so far: `servedAt`, a field that differs on every answer (noise).
+    served: AtomicU64,
+}
+
 /// The app: `/checkout` reads two prices and charges their sum; `/refund` calls a refund.
 /// Outbound calls go through the egress proxy with the trace context the ingress proxy set.
-async fn app(dependencies: SocketAddr, egress: SocketAddr) -> SocketAddr {
+async fn app(
+    dependencies: SocketAddr,
+    egress: SocketAddr,
+    behaviour: Arc<Behaviour>,
+) -> SocketAddr {
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::http(format!("http://{egress}")).unwrap())
         .build()
@@ -90,16 +105,16 @@ async fn app(dependencies: SocketAddr, egress: SocketAddr) -> SocketAddr {
             (status, response.text().await.unwrap())
         }
     };
-    let (checkout_client, checkout_base, checkout_call) =
-        (client.clone(), base.clone(), call.clone());
+    let (checkout_client, checkout_base, checkout_call) = (client.clone(), base.clone(), call);
     let router = Router::new()
         .route(
             "/checkout",
             post(move |headers: HeaderMap| {
-                let (client, base, call) = (
+                let (client, base, call, behaviour) = (
                     checkout_client.clone(),
                     checkout_base.clone(),
-                    checkout_call.clone(),
+                    checkout_call,
+                    behaviour.clone(),
                 );
                 async move {
                     let mut prices = Vec::new();
@@ -114,14 +129,27 @@ async fn app(dependencies: SocketAddr, egress: SocketAddr) -> SocketAddr {
                         .header("content-type", "application/json")
                         .body(amount);
                     let (status, body) = call(charge, &headers).await;
-                    axum::Json(json!({"prices": prices, "chargeStatus": status, "charge": body}))
+                    if behaviour.refund_too.load(Ordering::SeqCst) {
+                        call(client.post(format!("{base}/refund")), &headers).await;
+                    }
+                    let currency = match behaviour.euros.load(Ordering::SeqCst) {
+                        true => "eur",
+                        false => "usd",
+                    };
+                    axum::Json(json!({
+                        "prices": prices,
+                        "chargeStatus": status,
+                        "charge": body,
+                        "currency": currency,
+                        "servedAt": behaviour.served.fetch_add(1, Ordering::SeqCst),
+                    }))
                 }
             }),
         )
         .route(
             "/refund",
             post(move |headers: HeaderMap| {
-                let (client, base, call) = (client.clone(), base.clone(), call.clone());
+                let (client, base) = (client.clone(), base.clone());
                 async move {
                     let (status, body) =
                         call(client.post(format!("{base}/refund")), &headers).await;
@@ -178,10 +206,14 @@ impl Proxy {
         if let Some(upstream) = upstream {
             command.args(["--upstream", &format!("http://{upstream}")]);
         }
-        let child = command.spawn().unwrap();
+        // Killed and reaped on drop, also when it never starts listening.
+        let proxy = Self {
+            child: command.spawn().unwrap(),
+            addr,
+        };
         for _ in 0..500 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Self { child, addr };
+                return proxy;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -260,6 +292,12 @@ fn case_spans(case: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// The answer without `servedAt`, which differs every time.
+fn without_noise(mut answer: Value) -> Value {
+    answer.as_object_mut().unwrap().remove("servedAt");
+    answer
+}
+
 fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
     span["attributes"]
         .as_array()?
@@ -275,7 +313,7 @@ async fn capture_then_replay_with_the_cli_alone() {
     let received = Arc::new(Received::default());
     let deps = dependencies(received.clone()).await;
     let egress = Proxy::start("outbound", runtime.addr, None).await;
-    let app = app(deps, egress.addr).await;
+    let app = app(deps, egress.addr, Arc::default()).await;
     let ingress = Proxy::start("inbound", runtime.addr, Some(app)).await;
 
     // Capture: one checkout, two price reads with different answers, one charge.
@@ -321,7 +359,11 @@ async fn capture_then_replay_with_the_cli_alone() {
     ];
     let replay = start_session(&runtime, &args).await;
     let replayed = call(ingress.addr, "/checkout", &replay).await;
-    assert_eq!(replayed, captured, "the app answers as during capture");
+    assert_eq!(
+        without_noise(replayed),
+        without_noise(captured.clone()),
+        "the app answers as during capture"
+    );
     assert_eq!(
         (
             received.prices.load(Ordering::SeqCst),
@@ -384,7 +426,8 @@ async fn capture_then_replay_with_the_cli_alone() {
         "--replay",
     ];
     let recapture = start_session(&runtime, &args).await;
-    assert_eq!(call(ingress.addr, "/checkout", &recapture).await, captured);
+    let again = call(ingress.addr, "/checkout", &recapture).await;
+    assert_eq!(without_noise(again), without_noise(captured));
     let refunded = call(ingress.addr, "/refund", &recapture).await;
     assert_eq!(refunded["refundStatus"], 200);
     assert_eq!(received.refunds.load(Ordering::SeqCst), 1);
@@ -428,5 +471,209 @@ async fn capture_then_replay_with_the_cli_alone() {
         })
         .collect();
     assert!(paths.contains(&"/refund"), "{paths:?}");
+    runtime.stop().await;
+}
+
+/// Captures one call of `route` into `case_path` through the proxies.
+async fn capture(
+    runtime: &Runtime,
+    ingress: SocketAddr,
+    route: &str,
+    spans: u64,
+    case_path: &Path,
+) {
+    let session = start_session(runtime, &["--mode", "capture"]).await;
+    call(ingress, route, &session).await;
+    wait_for_spans(runtime, &session, spans).await;
+    let out = case_path.to_str().unwrap();
+    let closed = softprobe(
+        runtime,
+        &["session", "close", "--session", &session, "--out", out],
+    )
+    .await;
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_suite_of_captured_cases_gates_on_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(&[]).await;
+    let received = Arc::new(Received::default());
+    let behaviour = Arc::new(Behaviour::default());
+    let deps = dependencies(received.clone()).await;
+    let egress = Proxy::start("outbound", runtime.addr, None).await;
+    let app = app(deps, egress.addr, behaviour.clone()).await;
+    let ingress = Proxy::start("inbound", runtime.addr, Some(app)).await;
+    std::fs::create_dir(dir.path().join("cases")).unwrap();
+    let cases = dir.path().join("cases");
+    capture(
+        &runtime,
+        ingress.addr,
+        "/checkout",
+        4,
+        &cases.join("checkout.case.json"),
+    )
+    .await;
+    capture(
+        &runtime,
+        ingress.addr,
+        "/refund",
+        2,
+        &cases.join("refund.case.json"),
+    )
+    .await;
+    let calls = || {
+        (
+            received.prices.load(Ordering::SeqCst),
+            received.charges.load(Ordering::SeqCst),
+            received.refunds.load(Ordering::SeqCst),
+        )
+    };
+    let after_capture = calls();
+
+    let suite = dir.path().join("suite.yaml");
+    let write_suite = |extra: &str| {
+        let text = format!(
+            "name: orders\ncases:\n  - path: \"cases/*.case.json\"\nnoise: [\"$.servedAt\"]\n{extra}"
+        );
+        std::fs::write(&suite, text).unwrap();
+    };
+    write_suite("");
+    let app_url = format!("http://{}", ingress.addr);
+    let junit = dir.path().join("reports/junit.xml");
+    let report = dir.path().join("reports/report.html");
+    let run_suite = || {
+        let args = [
+            "suite",
+            "run",
+            suite.to_str().unwrap(),
+            "--app-url",
+            &app_url,
+            "--junit",
+            junit.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            "--json",
+        ]
+        .map(str::to_owned);
+        let runtime = &runtime;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            softprobe(runtime, &args).await
+        }
+    };
+
+    // As captured: both cases pass, answered from the cases alone.
+    let passed = run_suite().await;
+    let envelope_json = envelope(&passed);
+    assert_eq!(passed.status.code(), Some(0), "{envelope_json}");
+    assert_eq!(
+        (
+            envelope_json["passed"].as_u64(),
+            envelope_json["failed"].as_u64()
+        ),
+        (Some(2), Some(0))
+    );
+    assert_eq!(calls(), after_capture, "the dependencies received nothing");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuites") && xml.matches("<testcase").count() == 2,
+        "{xml}"
+    );
+    assert!(!xml.contains("<failure"), "{xml}");
+
+    // The app changes a field: exit 20, a JUnit failure and a readable difference.
+    behaviour.euros.store(true, Ordering::SeqCst);
+    let failed = run_suite().await;
+    assert_eq!(failed.status.code(), Some(20));
+    let failed = envelope(&failed);
+    let checkout = failed["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"].as_str().unwrap().ends_with("checkout.case.json"))
+        .unwrap();
+    assert_eq!(checkout["status"], "failed");
+    assert_eq!(
+        checkout["differences"],
+        json!([{"path": "$.currency", "expected": "\"usd\"", "actual": "\"eur\""}])
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(
+            "<failure message=\"$.currency: expected &quot;usd&quot;, got &quot;eur&quot;\""
+        ),
+        "{xml}"
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("<code>$.currency</code>") && html.contains("1 failed"),
+        "{html}"
+    );
+
+    // Declaring the field as noise makes it pass again.
+    write_suite("assertions:\n  body:\n    ignore: [\"$.currency\"]\n");
+    let again = run_suite().await;
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+
+    // A call the case lacks fails the case with the explained miss.
+    behaviour.refund_too.store(true, Ordering::SeqCst);
+    let lacking = run_suite().await;
+    assert_eq!(lacking.status.code(), Some(20));
+    let lacking = envelope(&lacking);
+    let checkout = lacking["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"].as_str().unwrap().ends_with("checkout.case.json"))
+        .unwrap();
+    let misses = checkout["misses"].as_array().unwrap();
+    assert_eq!(misses.len(), 1, "{checkout}");
+    let miss = misses[0].as_str().unwrap();
+    assert!(miss.contains("POST") && miss.contains("/refund"), "{miss}");
+    assert!(miss.contains("closest recorded exchange"), "{miss}");
+
+    // validate and diff
+    let valid = softprobe(&runtime, &["suite", "validate", suite.to_str().unwrap()]).await;
+    assert_eq!(
+        valid.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&valid.stdout)
+    );
+    let checkout_glob = cases.join("checkout.case.json");
+    let both_glob = cases.join("*.case.json");
+    let diff = envelope(
+        &softprobe(
+            &runtime,
+            &[
+                "suite",
+                "diff",
+                "--baseline",
+                checkout_glob.to_str().unwrap(),
+                "--current",
+                both_glob.to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .await,
+    );
+    let added: Vec<&str> = diff["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(added.iter().any(|a| a.contains("/refund")), "{diff}");
+    assert_eq!(diff["removed"], json!([]));
     runtime.stop().await;
 }

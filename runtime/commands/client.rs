@@ -4,7 +4,29 @@ use super::{CliError, exit};
 use crate::cli::ClientArgs;
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// `--verbose`: every runtime call is logged to stderr. Set once, before the command runs,
+/// so the commands need not thread the flag through to each client they build.
+static LOG_CALLS: AtomicBool = AtomicBool::new(false);
+
+/// Turns the per-call log on or off (`--verbose`).
+pub(crate) fn log_calls(on: bool) {
+    LOG_CALLS.store(on, Ordering::Relaxed);
+}
+
+/// Logs one finished call to stderr when `--verbose` is on: method, URL, status (or the
+/// transport error) and time taken.
+pub(crate) fn log_call(method: &str, url: &str, outcome: &str, started: Instant) {
+    if LOG_CALLS.load(Ordering::Relaxed) {
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        super::write_out(
+            &mut std::io::stderr(),
+            format!("{method} {url} → {outcome} ({elapsed:.1} ms)\n").as_bytes(),
+        );
+    }
+}
 
 /// A client of one runtime's control API.
 #[derive(Debug, Clone)]
@@ -18,19 +40,13 @@ impl RuntimeClient {
     /// A client for `--runtime-url` with `--api-token`; `timeout` bounds each call.
     pub fn new(args: &ClientArgs, timeout: Duration) -> Result<Self, CliError> {
         let base = args.runtime_url.trim().trim_end_matches('/').to_owned();
-        if base.starts_with("https://") {
-            return Err(CliError::new(
-                exit::USAGE,
-                "unsupported_url",
-                format!("{base}: this build talks plain http only"),
-                "reach the runtime over http (e.g. through a local port-forward)",
-            ));
-        }
-        if !base.starts_with("http://") {
+        let valid = reqwest::Url::parse(&base)
+            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
+        if !valid {
             return Err(CliError::new(
                 exit::USAGE,
                 "invalid_url",
-                format!("--runtime-url {base:?} is not an http:// URL"),
+                format!("--runtime-url {base:?} is not an http:// or https:// URL"),
                 "pass e.g. --runtime-url http://127.0.0.1:8080",
             ));
         }
@@ -67,19 +83,31 @@ impl RuntimeClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Vec<u8>), CliError> {
-        let mut request = self.request(method, path);
+        let url = format!("{}{path}", self.base);
+        let mut request = self.request(method.clone(), path);
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
                 .body(body);
         }
-        let response = request.send().await.map_err(|err| self.unreachable(err))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| self.unreachable(err))?;
-        Ok((status, bytes.to_vec()))
+        let started = Instant::now();
+        let answer = async {
+            let response = request.send().await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.bytes().await?))
+        }
+        .await;
+        match answer {
+            Ok((status, bytes)) => {
+                log_call(method.as_str(), &url, &status.to_string(), started);
+                Ok((status, bytes.to_vec()))
+            }
+            Err(err) => {
+                let outcome = format!("error: {}", error_chain(&err));
+                log_call(method.as_str(), &url, &outcome, started);
+                Err(self.unreachable(err))
+            }
+        }
     }
 
     fn unreachable(&self, err: reqwest::Error) -> CliError {

@@ -9,6 +9,7 @@ mod inspect;
 mod replay;
 mod scrub;
 mod session;
+mod suite;
 mod validate;
 
 use crate::api::{SCHEMA_VERSION, SPEC_VERSION};
@@ -118,6 +119,7 @@ impl Report {
 /// Runs a client command and prints its result; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
     let output = cli.output.clone();
+    client::log_calls(output.verbose);
     let result = match cli.command {
         Command::Serve(_) | Command::Proxy(_) => unreachable!("servers are run by main"),
         Command::Doctor(args) => doctor::run(args, &output).await,
@@ -127,15 +129,13 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Export(args) => export::run(args, &output).await,
         Command::Capture(args) => capture_run::run(args).await,
         Command::Replay(args) => replay::run(args).await,
+        Command::Suite(args) => suite::run(args).await,
         Command::Scrub(args) => scrub::run(args),
         Command::Completion(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(
-                args.shell,
-                &mut command,
-                "softprobe",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "softprobe", &mut script);
+            write_out(&mut std::io::stdout(), &script);
             return exit::OK;
         }
     };
@@ -143,6 +143,7 @@ pub async fn run(cli: Cli) -> u8 {
 }
 
 fn print(output: &Output, result: Result<Report, CliError>) -> u8 {
+    let mut text = String::new();
     match result {
         Ok(report) => {
             if output.json {
@@ -155,12 +156,14 @@ fn print(output: &Output, result: Result<Report, CliError>) -> u8 {
                 if let Value::Object(map) = &mut envelope {
                     map.extend(report.fields);
                 }
-                println!("{envelope}");
+                text = format!("{envelope}\n");
             } else if !output.quiet {
                 for line in &report.lines {
-                    println!("{line}");
+                    text.push_str(line);
+                    text.push('\n');
                 }
             }
+            write_out(&mut std::io::stdout(), text.as_bytes());
             report.exit
         }
         Err(err) => {
@@ -172,16 +175,23 @@ fn print(output: &Output, result: Result<Report, CliError>) -> u8 {
                     "schemaVersion": SCHEMA_VERSION,
                     "error": {"code": err.code, "message": err.message, "hint": err.hint},
                 });
-                println!("{envelope}");
+                write_out(&mut std::io::stdout(), format!("{envelope}\n").as_bytes());
             } else {
-                eprintln!("error: {}", err.message);
+                text = format!("error: {}\n", err.message);
                 if !err.hint.is_empty() {
-                    eprintln!("hint: {}", err.hint);
+                    text.push_str(&format!("hint: {}\n", err.hint));
                 }
+                write_out(&mut std::io::stderr(), text.as_bytes());
             }
             err.exit
         }
     }
+}
+
+/// Writes command output. A reader that went away (`softprobe completion bash | head`) ends
+/// the output quietly: `println!` would panic on the broken pipe, since Rust ignores SIGPIPE.
+pub(crate) fn write_out(stream: &mut dyn std::io::Write, bytes: &[u8]) {
+    let _ = stream.write_all(bytes).and_then(|()| stream.flush());
 }
 
 /// Reads a local file, mapping failures to a clear error.
@@ -189,27 +199,87 @@ pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|err| CliError::io(path, err))
 }
 
+/// A member (`step` a key) or element (`step` an index) of a raw JSON value, borrowed from
+/// the same text, so its place in the file is known.
+pub(crate) fn raw_child<'a>(
+    raw: &'a serde_json::value::RawValue,
+    step: &str,
+) -> Option<&'a serde_json::value::RawValue> {
+    match raw.get().as_bytes().first()? {
+        b'{' => serde_json::from_str::<std::collections::BTreeMap<String, _>>(raw.get())
+            .ok()?
+            .remove(step),
+        b'[' => serde_json::from_str::<Vec<_>>(raw.get())
+            .ok()?
+            .into_iter()
+            .nth(step.parse().ok()?),
+        _ => None,
+    }
+}
+
 /// A JSON document from a JSON or YAML file (YAML when the extension says so, or when the
 /// content does not start with `{` or `[`).
 pub(crate) fn json_or_yaml(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    read_document(path).map(|document| document.json)
+}
+
+/// A document file as written and as the JSON the runtime takes.
+#[derive(Debug)]
+pub(crate) struct Document {
+    /// The file's text, for pointing at lines in it.
+    pub source: String,
+    /// Whether `source` is YAML (then `json` was converted from it).
+    pub yaml: bool,
+    /// The JSON document.
+    pub json: Vec<u8>,
+}
+
+/// Reads a JSON or YAML document file (see [`json_or_yaml`]); a file holding one rule where
+/// a document is expected is refused with a hint to wrap it.
+pub(crate) fn read_document(path: &std::path::Path) -> Result<Document, CliError> {
     let bytes = read_file(path)?;
+    let source = String::from_utf8_lossy(&bytes).into_owned();
     let yaml_extension = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
     let starts_json = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{' || *b == b'[');
-    if !yaml_extension && starts_json {
-        return Ok(bytes);
+    let (yaml, value) = if !yaml_extension && starts_json {
+        // Syntax errors are left to the document's own parser, which names the line.
+        (false, serde_json::from_slice::<Value>(&bytes).ok())
+    } else {
+        let value: Value = serde_norway::from_slice(&bytes).map_err(|err| {
+            let place = err
+                .location()
+                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            CliError::invalid(
+                format!("{}: not valid YAML{place}: {err}", path.display()),
+                "fix the YAML syntax",
+            )
+        })?;
+        (true, Some(value))
+    };
+    if let Some(Value::Object(map)) = &value {
+        let lone_rule =
+            (map.contains_key("when") || map.contains_key("then")) && !map.contains_key("rules");
+        if lone_rule {
+            return Err(CliError::invalid(
+                format!(
+                    "{}: holds a single rule (`when`/`then`), not a rules document",
+                    path.display()
+                ),
+                if yaml {
+                    "wrap it: start the file with `rules:` and put the rule under it as a list item (`  - when: …`)"
+                } else {
+                    "wrap it: {\"rules\": [ <the rule> ]}, or make the file a list: [ <the rule> ]"
+                },
+            ));
+        }
     }
-    let value: Value = serde_norway::from_slice(&bytes).map_err(|err| {
-        let place = err
-            .location()
-            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-            .unwrap_or_default();
-        CliError::invalid(
-            format!("{}: not valid YAML{place}: {err}", path.display()),
-            "fix the YAML syntax",
-        )
-    })?;
-    Ok(value.to_string().into_bytes())
+    let json = match (yaml, value) {
+        (true, Some(value)) => value.to_string().into_bytes(),
+        _ => bytes,
+    };
+    Ok(Document { source, yaml, json })
 }
