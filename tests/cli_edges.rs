@@ -609,3 +609,35 @@ async fn validate_names_the_line_of_the_file_as_written() {
         assert_eq!(message.matches(" at line ").count(), 1, "{message}");
     }
 }
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .env("SOFTPROBE_LOG_LEVEL", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // The first log line is enough; then stop the runtime.
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("Runtime listening") {
+        let n = std::io::Read::read(&mut stderr, &mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "the runtime exited: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!seen.contains(&0x1b), "{}", String::from_utf8_lossy(&seen));
+}
