@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -111,6 +112,10 @@ pub struct ProxyArgs {
     /// `outbound|<port>||<host>` names resolve without it.
     #[arg(long = "cluster", value_parser = parse_cluster)]
     pub clusters: Vec<(String, String)>,
+    /// Worker threads, each with its own filter instance; a connection's streams stay on one
+    /// (default: one per CPU).
+    #[arg(long)]
+    pub workers: Option<NonZeroUsize>,
 }
 
 fn parse_cluster(text: &str) -> Result<(String, String), String> {

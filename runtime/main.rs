@@ -24,6 +24,7 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         configuration,
         upstream: args.upstream.clone(),
         clusters: args.clusters.iter().cloned().collect(),
+        workers: args.workers,
     })
 }
 

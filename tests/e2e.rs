@@ -12,12 +12,14 @@
 mod support;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::routing::any;
 use serde_json::{Value, json};
 use softprobe::proxy::{ProxyConfig, ProxyServer};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,7 +107,51 @@ async fn app(dependency: SocketAddr, egress: SocketAddr) -> SocketAddr {
     serve(router).await
 }
 
+/// Between the proxies and the runtime: passes every call on, holding each trace upload back
+/// `delay` first, so uploads are still in flight when the traffic that caused them is done.
+async fn slow_uploads(runtime: SocketAddr, delay: Duration) -> SocketAddr {
+    let client = reqwest::Client::new();
+    let relay = move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+        let client = client.clone();
+        async move {
+            if uri.path() == "/v1/traces" {
+                tokio::time::sleep(delay).await;
+            }
+            let mut request = client
+                .request(method, format!("http://{runtime}{uri}"))
+                .body(body);
+            for name in ["content-type", "accept"] {
+                if let Some(value) = headers.get(name) {
+                    request = request.header(name, value);
+                }
+            }
+            let answer = request.send().await.unwrap();
+            let status = answer.status();
+            let content_type = answer
+                .headers()
+                .get("content-type")
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            let body = answer.bytes().await.unwrap();
+            (status, [("content-type", content_type)], body)
+        }
+    };
+    serve(Router::new().fallback(any(relay))).await
+}
+
 async fn proxy(direction: &str, runtime: SocketAddr, upstream: Option<String>) -> SocketAddr {
+    let server = bind_proxy(direction, runtime, upstream, None).await;
+    let addr = server.local_addr();
+    tokio::spawn(async move { server.run(std::future::pending()).await.unwrap() });
+    addr
+}
+
+async fn bind_proxy(
+    direction: &str,
+    runtime: SocketAddr,
+    upstream: Option<String>,
+    workers: Option<NonZeroUsize>,
+) -> ProxyServer {
     let configuration = json!({
         "traffic_direction": direction,
         "sp_backend_url": format!("http://{runtime}"),
@@ -113,18 +159,42 @@ async fn proxy(direction: &str, runtime: SocketAddr, upstream: Option<String>) -
         "timeout_ms": 2000,
     })
     .to_string();
-    let server = ProxyServer::bind(ProxyConfig {
+    ProxyServer::bind(ProxyConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         filter: filter_wasm(),
         configuration,
         upstream,
         clusters: Default::default(),
+        workers,
     })
     .await
-    .unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(async move { server.run(std::future::pending()).await.unwrap() });
-    addr
+    .unwrap()
+}
+
+/// A proxy that stops when `stop` is sent; its task ends once the proxy has drained.
+struct Stoppable {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stoppable {
+    async fn start(server: ProxyServer) -> Self {
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            server.run(shutdown).await.unwrap();
+        });
+        Self { addr, stop, task }
+    }
+
+    async fn drain(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap();
+    }
 }
 
 /// Log lines written through `tracing`, for the fail-open check.
@@ -341,6 +411,7 @@ async fn the_proxy_refuses_a_missing_wasm_an_invalid_module_and_a_bad_configurat
             configuration: configuration.to_owned(),
             upstream: None,
             clusters: Default::default(),
+            workers: None,
         })
     };
     let good = r#"{"traffic_direction":"outbound","sp_backend_url":"http://127.0.0.1:9"}"#;
@@ -370,4 +441,100 @@ async fn the_proxy_refuses_a_missing_wasm_an_invalid_module_and_a_bad_configurat
         refused.contains("traffic_direction"),
         "the filter's own reason: {refused}"
     );
+}
+
+/// Capture under load, through both proxies with two workers each, with every trace upload
+/// held back on its way to the runtime: each hop's upload is answered before its stream's
+/// context goes, and a proxy stops only after that, so once both have drained the runtime
+/// holds exactly one span per hop. Bounded in requests (and, against hangs, in time); it
+/// measures nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_under_load_uploads_one_span_per_hop() {
+    const CHECKOUTS: usize = 300;
+    const IN_FLIGHT: usize = 16;
+    let workers = NonZeroUsize::new(2);
+    let runtime = Runtime::start(&[]).await;
+    let backend = slow_uploads(runtime.addr, Duration::from_millis(300)).await;
+    let seen = Seen::default();
+    let dependency = dependency(seen.clone()).await;
+    let egress = Stoppable::start(bind_proxy("outbound", backend, None, workers).await).await;
+    let app = app(dependency, egress.addr).await;
+    let ingress = Stoppable::start(
+        bind_proxy("inbound", backend, Some(format!("http://{app}")), workers).await,
+    )
+    .await;
+    let capture = runtime.session("capture").await;
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/checkout", ingress.addr);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (client, url, capture, next) =
+                (client.clone(), url.clone(), capture.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CHECKOUTS {
+                    let response = client
+                        .get(&url)
+                        .header("x-softprobe-session-id", &capture)
+                        .send()
+                        .await
+                        .unwrap();
+                    statuses.push(response.status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let load = async {
+        let mut statuses = Vec::new();
+        for sender in senders {
+            statuses.extend(sender.await.unwrap());
+        }
+        // Both proxies drain: their runs return once every upload has been answered.
+        ingress.drain().await;
+        egress.drain().await;
+        statuses
+    };
+    let statuses = tokio::time::timeout(Duration::from_secs(120), load)
+        .await
+        .expect("the load and the drain finish");
+    assert_eq!(statuses.len(), CHECKOUTS);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(seen.lock().unwrap().len(), CHECKOUTS);
+
+    let stats = runtime.stats(&capture).await;
+    assert_eq!(
+        stats["extractedSpans"].as_u64(),
+        Some(2 * CHECKOUTS as u64),
+        "one span per hop, inbound and outbound: {stats}"
+    );
+    let case: Value = serde_json::from_str(&runtime.close_capture(&capture).await).unwrap();
+    let mut directions = std::collections::BTreeMap::<String, usize>::new();
+    for trace in case["traces"].as_array().unwrap() {
+        for resource in trace["resourceSpans"].as_array().unwrap() {
+            for scope in resource["scopeSpans"].as_array().unwrap() {
+                for span in scope["spans"].as_array().unwrap() {
+                    let direction = span["attributes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|a| a["key"] == "sp.traffic.direction")
+                        .and_then(|a| a["value"]["stringValue"].as_str())
+                        .unwrap_or_default();
+                    *directions.entry(direction.to_owned()).or_default() += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        directions,
+        [
+            ("inbound".to_owned(), CHECKOUTS),
+            ("outbound".to_owned(), CHECKOUTS)
+        ]
+        .into(),
+    );
+    runtime.stop().await;
 }

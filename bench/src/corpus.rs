@@ -151,6 +151,15 @@ pub(crate) fn rules(n: usize) -> Value {
     json!({"version": 1, "rules": rules})
 }
 
+/// One rule mocking the proxy scenarios' inbound `GET /health` with [`MOCK_STATUS`].
+pub(crate) fn health_mock() -> Value {
+    json!({"version": 1, "rules": [{
+        "name": "health",
+        "when": {"direction": "inbound", "method": "GET", "path": "/health"},
+        "then": {"action": "mock", "response": {"status": MOCK_STATUS, "body": "mocked"}}
+    }]})
+}
+
 /// The attribute `key` of the first span as text (strings and ints).
 pub(crate) fn attribute(traces: &TracesData, key: &str) -> Option<String> {
     span_views(traces).first()?.attributes.get(key)?.text()

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use softprobe::proto::RawCodec;
@@ -60,6 +60,35 @@ impl HttpPool {
         accept: &'static str,
         body: Bytes,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(CONTENT_TYPE, content_type)
+            .header(ACCEPT, accept)
+            .body(Full::new(body))
+            .context("request")?;
+        self.exchange(request).await
+    }
+
+    /// `GET path` with one extra header when given.
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+        header: Option<&(HeaderName, HeaderValue)>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut request = Request::get(path);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        self.exchange(request.body(Full::default()).context("request")?)
+            .await
+    }
+
+    /// Sends `request` (with this pool's `host`) on a free connection; reads the whole answer.
+    async fn exchange(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let _permit = self.permits.acquire().await.context("pool closed")?;
         let idle = self.idle.lock().expect("pool lock").pop();
         let mut sender = match idle {
@@ -67,14 +96,7 @@ impl HttpPool {
             None => self.connect().await?,
         };
         sender.ready().await.context("connection not ready")?;
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.host.clone())
-            .header(CONTENT_TYPE, content_type)
-            .header(ACCEPT, accept)
-            .body(Full::new(body))
-            .context("request")?;
+        request.headers_mut().insert(HOST, self.host.clone());
         let response = sender.send_request(request).await.context("send")?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
@@ -129,6 +151,14 @@ pub(crate) enum Call {
         body: Bytes,
         expect: StatusCode,
     },
+    /// `GET path` over the HTTP pool, with one extra header when given; correct when the
+    /// status is `expect`.
+    Get {
+        pool: Arc<HttpPool>,
+        path: &'static str,
+        header: Option<(HeaderName, HeaderValue)>,
+        expect: StatusCode,
+    },
     /// A unary gRPC call with an encoded message; correct when the code is `expect`.
     Grpc {
         channel: Channel,
@@ -151,6 +181,15 @@ impl Call {
                 expect,
             } => matches!(
                 pool.send(Method::POST, path, content_type, accept, body.clone()).await,
+                Ok((status, _)) if status == *expect
+            ),
+            Call::Get {
+                pool,
+                path,
+                header,
+                expect,
+            } => matches!(
+                pool.get(path, header.as_ref()).await,
                 Ok((status, _)) if status == *expect
             ),
             Call::Grpc {
@@ -399,7 +438,8 @@ fn stat_ticks(stat: &str) -> Option<(&str, u64)> {
     Some((&stat[open + 1..close], utime + stime))
 }
 
-/// CPU used so far by the server runtime's threads (named `bench-server`).
+/// CPU used so far by the server runtime's threads (named `bench-server`) and the proxy's
+/// workers.
 pub(crate) fn server_cpu() -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
@@ -409,7 +449,9 @@ pub(crate) fn server_cpu() -> Duration {
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
         .filter_map(|stat| {
             stat_ticks(&stat)
-                .filter(|(name, _)| name.starts_with(crate::SERVER_THREAD))
+                .filter(|(name, _)| {
+                    name.starts_with(crate::SERVER_THREAD) || name.starts_with(crate::PROXY_THREAD)
+                })
                 .map(|(_, t)| t)
         })
         .sum();

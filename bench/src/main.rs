@@ -1,5 +1,6 @@
 //! `softprobe-bench`: the runtime's inject and OTLP ingest paths under an open-model load,
-//! measured against a hyper and a tonic ceiling in the same run, on loopback sockets.
+//! measured against a hyper and a tonic ceiling in the same run, on loopback sockets; and
+//! `softprobe proxy` against the same upstream reached directly.
 //!
 //! `--smoke` checks correctness only (hits hit, misses miss, exported == received) and exits
 //! non-zero on a failure; it never judges speed.
@@ -19,6 +20,8 @@ use prost::Message as _;
 use report::{Report, Row};
 use softprobe::proto::v1::inject_service_client::InjectServiceClient;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,11 +30,17 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Name prefix of the server runtime's threads, whose CPU time is reported per request.
 const SERVER_THREAD: &str = "bench-server";
+/// Name prefix of the proxy's worker threads (`softprobe::proxy`), counted as server CPU too.
+const PROXY_THREAD: &str = "proxy-worker";
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
+/// The upstream route of the proxy scenarios: the runtime's own health check.
+const HEALTH: &str = "/health";
+static SESSION_HEADER: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-softprobe-session-id");
 
-/// Load generator for the inject and ingest paths; see BENCHMARKS.md.
+/// Load generator for the inject and ingest paths and for the proxy; see BENCHMARKS.md.
 #[derive(Debug, Clone, Parser)]
 #[command(version)]
 struct Args {
@@ -83,6 +92,16 @@ struct Args {
     /// across the scenarios compared.
     #[arg(long, default_value_t = 8)]
     slices: usize,
+    /// Connections (and requests in flight) of the proxy throughput runs; the latency runs use
+    /// one.
+    #[arg(long, default_value_t = 8)]
+    proxy_connections: usize,
+    /// Workers of the proxy under test (default: one per CPU, as `softprobe proxy`).
+    #[arg(long)]
+    proxy_workers: Option<NonZeroUsize>,
+    /// The filter the proxy runs (default: the wasm-release build in the target directory).
+    #[arg(long, env = "SOFTPROBE_FILTER_WASM")]
+    filter: Option<PathBuf>,
     /// Run only these parts (comma-separated), e.g. `--only inject` while working on the
     /// inject path; the report leaves out the rows of the parts not run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
@@ -100,10 +119,18 @@ enum Part {
     Scaling,
     /// Bytes per captured span and the case write on close.
     Capture,
+    /// `softprobe proxy` in front of an upstream, against the upstream reached directly.
+    Proxy,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Inject, Part::Ingest, Part::Scaling, Part::Capture];
+    const ALL: [Part; 5] = [
+        Part::Inject,
+        Part::Ingest,
+        Part::Scaling,
+        Part::Capture,
+        Part::Proxy,
+    ];
 }
 
 impl Args {
@@ -119,6 +146,7 @@ impl Args {
         self.rules = 1_000;
         self.sessions = 1_000;
         self.capture_spans = 200;
+        self.proxy_connections = 2;
         self
     }
 
@@ -128,6 +156,26 @@ impl Args {
 
     fn measure(&self) -> Duration {
         Duration::from_millis(self.measure_ms)
+    }
+
+    /// The filter `.wasm`, built where the end-to-end tests look for it.
+    fn filter(&self) -> anyhow::Result<PathBuf> {
+        const BUILT: &str = "wasm32-wasip1/wasm-release/softprobe_filter.wasm";
+        let path = match (&self.filter, std::env::var_os("CARGO_TARGET_DIR")) {
+            (Some(path), _) => path.clone(),
+            (None, Some(target)) => PathBuf::from(target).join(BUILT),
+            (None, None) => {
+                let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+                bench.parent().unwrap_or(bench).join("target").join(BUILT)
+            }
+        };
+        ensure!(
+            path.exists(),
+            "{} is missing: build it with `cargo build --profile wasm-release -p softprobe-filter \
+             --target wasm32-wasip1`, pass --filter, or leave out the proxy part (--only ...)",
+            path.display()
+        );
+        Ok(path)
     }
 }
 
@@ -170,7 +218,7 @@ fn args_line(args: &Args) -> String {
     format!(
         "reps={} warmup={}ms measure={}ms rates={:?} scale_rate={} concurrency={} \
          ingest_concurrency={} batch={} rules={} sessions={} capture_spans={} server_threads={} \
-         only={:?}",
+         proxy_connections={} proxy_workers={} only={:?}",
         args.reps,
         args.warmup_ms,
         args.measure_ms,
@@ -183,6 +231,9 @@ fn args_line(args: &Args) -> String {
         args.sessions,
         args.capture_spans,
         args.server_threads,
+        args.proxy_connections,
+        args.proxy_workers
+            .map_or_else(|| "per CPU".to_owned(), |n| n.to_string()),
         args.only
     )
 }
@@ -192,6 +243,8 @@ struct Servers {
     runtime_http: SocketAddr,
     runtime_grpc: SocketAddr,
     ceiling: baseline::Baselines,
+    /// `softprobe proxy` in front of the runtime's `GET /health`, when the proxy part runs.
+    proxy: Option<SocketAddr>,
 }
 
 /// Starts the softprobe runtime (in-process, ephemeral ports, limits raised so no span or
@@ -229,12 +282,44 @@ async fn start_servers(args: &Args, capture_dir: &std::path::Path) -> anyhow::Re
             eprintln!("runtime stopped: {err}");
         }
     });
+    let proxy = if args.smoke || args.only.contains(&Part::Proxy) {
+        Some(start_proxy(args, runtime_http).await?)
+    } else {
+        None
+    };
     let reply = hit_reply();
     Ok(Servers {
         runtime_http,
         runtime_grpc,
         ceiling: baseline::start(reply).await?,
+        proxy,
     })
+}
+
+/// Starts `softprobe proxy` (ingress, the real filter) in front of the runtime, whose
+/// `GET /health` is the upstream, and whose inject and traces endpoints the filter calls.
+async fn start_proxy(args: &Args, runtime: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let configuration = serde_json::json!({
+        "traffic_direction": "inbound",
+        "sp_backend_url": format!("http://{runtime}"),
+        "service_name": "bench",
+    });
+    let server = softprobe::proxy::ProxyServer::bind(softprobe::proxy::ProxyConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        filter: args.filter()?,
+        configuration: configuration.to_string(),
+        upstream: Some(format!("http://{runtime}")),
+        clusters: Default::default(),
+        workers: args.proxy_workers,
+    })
+    .await?;
+    let addr = server.local_addr();
+    tokio::spawn(async move {
+        if let Err(err) = server.run(std::future::pending()).await {
+            eprintln!("proxy stopped: {err}");
+        }
+    });
+    Ok(addr)
 }
 
 /// What the gRPC ceiling answers: a hit as the runtime would encode it.
@@ -251,10 +336,11 @@ fn hit_reply() -> TracesData {
     traces
 }
 
-/// HTTP and gRPC clients for the runtime and the ceilings.
+/// HTTP and gRPC clients for the runtime, the ceilings and the proxy.
 struct Clients {
     runtime: Arc<HttpPool>,
     ceiling: Arc<HttpPool>,
+    proxy: Option<Arc<HttpPool>>,
     runtime_grpc: tonic::transport::Channel,
     ceiling_grpc: tonic::transport::Channel,
 }
@@ -264,6 +350,9 @@ impl Clients {
         Ok(Self {
             runtime: Arc::new(HttpPool::new(servers.runtime_http, args.connections)),
             ceiling: Arc::new(HttpPool::new(servers.ceiling.http, args.connections)),
+            proxy: servers
+                .proxy
+                .map(|addr| Arc::new(HttpPool::new(addr, args.connections))),
             runtime_grpc: load::grpc_channel(servers.runtime_grpc).await?,
             ceiling_grpc: load::grpc_channel(servers.ceiling.grpc).await?,
         })
@@ -403,6 +492,70 @@ impl Clients {
         ])
     }
 
+    /// The proxy scenarios, the direct upstream (the ceiling) first; and the capture session.
+    async fn proxy_calls(&self) -> anyhow::Result<(Vec<(&'static str, Arc<Call>)>, String)> {
+        let proxy = self.proxy.as_ref().context("the proxy is not running")?;
+        let replay = self.session("replay").await?;
+        let (status, body) = self
+            .runtime
+            .json(
+                Method::POST,
+                &format!("/v1/sessions/{replay}/rules"),
+                &corpus::health_mock(),
+            )
+            .await?;
+        ensure!(
+            status == StatusCode::OK,
+            "set the mock rule: {status} {body}"
+        );
+        let capture = self.session("capture").await?;
+        let get = |pool: &Arc<HttpPool>, session: Option<&str>, expect| -> anyhow::Result<_> {
+            let header = session
+                .map(|id| anyhow::Ok((SESSION_HEADER.clone(), id.parse()?)))
+                .transpose()?;
+            Ok(Arc::new(Call::Get {
+                pool: pool.clone(),
+                path: HEALTH,
+                header,
+                expect,
+            }))
+        };
+        let mocked = StatusCode::from_u16(corpus::MOCK_STATUS as u16)?;
+        Ok((
+            vec![
+                (
+                    report::PROXY_DIRECT,
+                    get(&self.runtime, None, StatusCode::OK)?,
+                ),
+                (report::PROXY_PASS, get(proxy, None, StatusCode::OK)?),
+                (report::PROXY_MOCK, get(proxy, Some(&replay), mocked)?),
+                (
+                    report::PROXY_CAPTURE,
+                    get(proxy, Some(&capture), StatusCode::OK)?,
+                ),
+            ],
+            capture,
+        ))
+    }
+
+    /// Waits (up to 10 s: uploads trail their answers) until the capture session holds
+    /// `expected` spans; checks it holds exactly that many.
+    async fn uploaded(&self, session: &str, expected: u64) -> anyhow::Result<Result<(), String>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let extracted = self.extracted_spans(session).await?;
+            if extracted == expected {
+                return Ok(Ok(()));
+            }
+            if extracted > expected || Instant::now() > deadline {
+                return Ok(Err(format!(
+                    "proxy capture hops: {expected} answered, {extracted} spans uploaded"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// An export of `batch` spans for `session` over `protocol`, to the runtime or the sink.
     fn export_call(
         &self,
@@ -514,6 +667,9 @@ async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report> {
     }
     if args.only.contains(&Part::Scaling) {
         scaling_part(args, &clients, &calls, &mut report).await?;
+    }
+    if args.only.contains(&Part::Proxy) {
+        proxy_part(args, &clients, &mut report).await?;
     }
     if args.only.contains(&Part::Capture) {
         eprintln!(
@@ -662,6 +818,37 @@ async fn scaling_part(
         )
         .await;
         report.add(Row::scale(report::MANY_SESSIONS), rep, sample);
+    }
+    Ok(())
+}
+
+/// The proxy against the upstream it fronts, closed loop: throughput at
+/// `--proxy-connections`, latency at one connection (one request at a time); then checks
+/// that every capture hop uploaded its span.
+async fn proxy_part(args: &Args, clients: &Clients, report: &mut Report) -> anyhow::Result<()> {
+    eprintln!(
+        "proxy: closed loop at {} connections and at 1, {} reps",
+        args.proxy_connections, args.reps
+    );
+    report.proxy_connections = args.proxy_connections;
+    let (calls, capture) = clients.proxy_calls().await?;
+    let mut captured = 0;
+    for rep in 0..args.reps {
+        for connections in [args.proxy_connections, 1] {
+            let samples = interleaved(args, &calls, |call, warmup, window| {
+                load::closed_loop(call, connections, warmup, window)
+            })
+            .await;
+            for ((name, _), sample) in calls.iter().zip(samples) {
+                if *name == report::PROXY_CAPTURE {
+                    captured += sample.ok + sample.errors;
+                }
+                report.add(Row::proxy(name, connections), rep, sample);
+            }
+        }
+    }
+    if let Err(failure) = clients.uploaded(&capture, captured).await? {
+        report.failures.push(failure);
     }
     Ok(())
 }
@@ -875,5 +1062,28 @@ async fn smoke(args: &Args, servers: &Servers) -> anyhow::Result<Vec<String>> {
     check(alloc::live_bytes() > before, "sessions take memory".into());
     let (_, written) = capture_and_close(args, &clients).await?;
     check(written.bytes > 0, "the closed capture wrote a case".into());
+
+    // The proxy: every scenario answers as expected (a mocked hop with the mock's status), and
+    // every capture hop uploads one span.
+    let (calls, capture) = clients.proxy_calls().await?;
+    let mut captured = 0;
+    for (name, call) in calls {
+        let sample =
+            load::closed_loop(call, args.proxy_connections, args.warmup(), args.measure()).await;
+        check(
+            sample.errors == 0 && sample.ok > 0,
+            format!(
+                "{name}: {} wrong answers of {}",
+                sample.errors,
+                sample.ok + sample.errors
+            ),
+        );
+        if name == report::PROXY_CAPTURE {
+            captured += sample.ok + sample.errors;
+        }
+    }
+    if let Err(failure) = clients.uploaded(&capture, captured).await? {
+        check(false, failure);
+    }
     Ok(failures)
 }

@@ -15,6 +15,10 @@ pub(crate) const INJECT_GRPC: &str = "inject hit, gRPC";
 pub(crate) const ONE_RULE_ONE_SESSION: &str = "inject hit, 1 rule, ~1 session";
 pub(crate) const MANY_RULES: &str = "inject hit, last of N rules";
 pub(crate) const MANY_SESSIONS: &str = "inject hit, 1 rule, +N idle sessions";
+pub(crate) const PROXY_DIRECT: &str = "upstream GET /health, direct (ceiling)";
+pub(crate) const PROXY_PASS: &str = "proxy passthrough (no session)";
+pub(crate) const PROXY_MOCK: &str = "proxy mocked hop (replay)";
+pub(crate) const PROXY_CAPTURE: &str = "proxy capture hop (forward + upload)";
 
 /// Runs whose machine had more than this much CPU used by other processes are flagged.
 const NOISY_PCT: f64 = 5.0;
@@ -40,6 +44,13 @@ impl Row {
     pub(crate) fn scale(name: &str) -> Self {
         Self(name.to_owned())
     }
+
+    pub(crate) fn proxy(name: &str, connections: usize) -> Self {
+        let plural = if connections == 1 { "" } else { "s" };
+        Self(format!(
+            "{name} @ {connections} connection{plural} (closed loop)"
+        ))
+    }
 }
 
 /// Everything measured, by row and repetition.
@@ -52,6 +63,8 @@ pub(crate) struct Report {
     pub(crate) case_write: Option<CaseWrite>,
     /// Spans per export request, to report ingest rows in spans/s.
     pub(crate) batch: usize,
+    /// Connections of the proxy throughput rows.
+    pub(crate) proxy_connections: usize,
 }
 
 /// Medians of one row.
@@ -87,6 +100,7 @@ impl Report {
             bytes_per_span: None,
             case_write: None,
             batch: 1,
+            proxy_connections: 1,
         }
     }
 
@@ -229,6 +243,34 @@ impl Report {
                     goal(what.to_owned(), ratio, "", "≤ 1.2", Some(ratio <= 1.2));
                 }
             }
+        }
+        let (many, one) = (self.proxy_connections, 1);
+        if let Some(direct) = get(Row::proxy(PROXY_DIRECT, many)) {
+            for (name, floor) in [
+                (PROXY_PASS, 0.40),
+                (PROXY_MOCK, 0.20),
+                (PROXY_CAPTURE, 0.15),
+            ] {
+                if let Some(ours) = get(Row::proxy(name, many)) {
+                    let ratio = ours.per_second / direct.per_second;
+                    goal(
+                        format!("req/s at {many} connections: {name} / direct"),
+                        ratio,
+                        "",
+                        &format!("≥ {floor:.2}"),
+                        Some(ratio >= floor),
+                    );
+                }
+            }
+        }
+        if let Some(mocked) = get(Row::proxy(PROXY_MOCK, one)) {
+            goal(
+                format!("p50 at 1 connection: {PROXY_MOCK}"),
+                mocked.p50,
+                " µs",
+                "≤ 150 µs",
+                Some(mocked.p50 <= 150.0),
+            );
         }
         if let Some(bytes) = self.bytes_per_session {
             goal(

@@ -4,7 +4,7 @@
 use super::codes::status;
 use super::host::{Effect, HostState, PendingCall};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use wasmtime::{Caller, Extern, ExternType, Linker, Module, Val};
+use wasmtime::{Caller, ExternType, Linker, Module, Val};
 
 /// Serializes header pairs the proxy-wasm way: count, then (key length, value length) pairs,
 /// then each key and value followed by a NUL, all lengths little-endian u32.
@@ -48,16 +48,9 @@ pub(super) fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     Some(pairs)
 }
 
-fn memory(caller: &mut Caller<'_, HostState>) -> Option<wasmtime::Memory> {
-    match caller.get_export("memory") {
-        Some(Extern::Memory(memory)) => Some(memory),
-        _ => None,
-    }
-}
-
 /// Copies `len` bytes at `ptr` out of guest memory.
 fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Option<Vec<u8>> {
-    let memory = memory(caller)?;
+    let memory = caller.data().memory?;
     let (start, len) = (usize::try_from(ptr).ok()?, usize::try_from(len).ok()?);
     memory
         .data(&caller)
@@ -70,7 +63,7 @@ fn read_string(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Option
 }
 
 fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Option<()> {
-    let memory = memory(caller)?;
+    let memory = caller.data().memory?;
     memory.write(caller, usize::try_from(ptr).ok()?, bytes).ok()
 }
 
@@ -78,8 +71,7 @@ fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Option<(
 /// writes the pointer and size to the two out-parameters.
 fn give(caller: &mut Caller<'_, HostState>, bytes: &[u8], out_ptr: i32, out_size: i32) -> i32 {
     let allocated = (|| {
-        let allocate = caller.get_export("proxy_on_memory_allocate")?.into_func()?;
-        let allocate = allocate.typed::<i32, i32>(&caller).ok()?;
+        let allocate = caller.data().allocate.clone()?;
         let size = i32::try_from(bytes.len()).ok()?;
         let ptr = allocate.call(&mut *caller, size.max(1)).ok()?;
         write(caller, ptr, bytes)?;
@@ -90,6 +82,20 @@ fn give(caller: &mut Caller<'_, HostState>, bytes: &[u8], out_ptr: i32, out_size
         status::OK
     } else {
         status::INTERNAL_FAILURE
+    }
+}
+
+/// Whether a filter log line at this proxy-wasm level would be written: when it would not,
+/// the host does not even copy it out of the guest.
+fn log_enabled(level: i32) -> bool {
+    use tracing::{Level, enabled};
+    const TARGET: &str = "softprobe::filter";
+    match level {
+        0 => enabled!(target: TARGET, Level::TRACE),
+        1 => enabled!(target: TARGET, Level::DEBUG),
+        2 => enabled!(target: TARGET, Level::INFO),
+        3 => enabled!(target: TARGET, Level::WARN),
+        _ => enabled!(target: TARGET, Level::ERROR),
     }
 }
 
@@ -124,8 +130,11 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
         "env",
         "proxy_log",
         |mut c: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
-            let message = read_string(&mut c, ptr, len).unwrap_or_default();
-            c.data_mut().log(level, &message);
+            // Refusals at start-up are kept whatever the level, to explain them.
+            if log_enabled(level) || (level >= 4 && c.data().configure_errors.is_some()) {
+                let message = read_string(&mut c, ptr, len).unwrap_or_default();
+                c.data_mut().log(level, &message);
+            }
             status::OK
         },
     )?;
@@ -345,20 +354,23 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
             };
             let body = read(&mut c, body_ptr, body_len).unwrap_or_default();
             let state = c.data_mut();
-            if state.resolve(&upstream).is_none() {
+            let Some(base) = state.resolve(&upstream) else {
                 state.log(
                     3,
                     &format!("http call to unknown cluster {upstream:?}: pass --cluster NAME=URL"),
                 );
                 return status::BAD_ARGUMENT;
-            }
+            };
             state.next_token += 1;
             let token = state.next_token;
             let context = state.effective;
+            if let Some(stream) = state.streams.get_mut(&context) {
+                stream.calls_in_flight += 1;
+            }
             state.pending_calls.push(PendingCall {
                 token,
                 context,
-                upstream,
+                base,
                 headers,
                 body,
                 timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(5000).max(1)),

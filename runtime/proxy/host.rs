@@ -4,6 +4,7 @@
 use super::codes::{buffer, map, status};
 use std::collections::HashMap;
 use std::time::Duration;
+use wasmtime::{Memory, TypedFunc};
 
 /// What a stream's filter decided outside its callback's return value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +32,10 @@ pub(crate) type Message = (Headers, Vec<u8>);
 #[derive(Debug, Clone)]
 pub(crate) struct PendingCall {
     pub(crate) token: u32,
+    /// The stream that dispatched it.
     pub(crate) context: u32,
-    pub(crate) upstream: String,
+    /// The cluster's base URL, resolved at dispatch.
+    pub(crate) base: String,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Vec<u8>,
     pub(crate) timeout: Duration,
@@ -46,6 +49,10 @@ pub(crate) struct Stream {
     pub(crate) response_headers: Vec<(String, String)>,
     pub(crate) response_body: Vec<u8>,
     pub(crate) effect: Option<Effect>,
+    /// HTTP calls dispatched by this stream and not answered yet.
+    pub(crate) calls_in_flight: u32,
+    /// The response went out; the context goes once `calls_in_flight` is zero.
+    pub(crate) ended: bool,
 }
 
 /// The state behind the host functions.
@@ -53,13 +60,19 @@ pub(crate) struct HostState {
     pub(crate) plugin_configuration: Vec<u8>,
     pub(crate) effective: u32,
     pub(crate) streams: HashMap<u32, Stream>,
+    /// Streams whose effect was set since the host last took them: answers are routed to
+    /// their streams without scanning every live one.
+    pub(crate) decided: Vec<u32>,
     pub(crate) call_response: Option<Message>,
     pub(crate) pending_calls: Vec<PendingCall>,
     pub(crate) next_token: u32,
     /// Cluster name → base URL.
     pub(crate) clusters: HashMap<String, String>,
-    /// Error lines logged during `on_configure`, to explain a refusal.
-    pub(crate) errors: Vec<String>,
+    /// Error lines logged while the filter starts, to explain a refusal; `None` afterwards.
+    pub(crate) configure_errors: Option<Vec<String>>,
+    /// The guest's memory and allocator, looked up once after instantiation.
+    pub(crate) memory: Option<Memory>,
+    pub(crate) allocate: Option<TypedFunc<i32, i32>>,
 }
 
 impl HostState {
@@ -71,7 +84,9 @@ impl HostState {
             3 => tracing::warn!(target: "softprobe::filter", "{message}"),
             _ => {
                 tracing::error!(target: "softprobe::filter", "{message}");
-                self.errors.push(message.to_owned());
+                if let Some(errors) = &mut self.configure_errors {
+                    errors.push(message.to_owned());
+                }
             }
         }
     }
@@ -130,11 +145,16 @@ impl HostState {
     }
 
     pub(crate) fn set_effect(&mut self, effect: Effect) {
-        if let Some(stream) = self.stream_mut() {
-            // A local reply is final; a later resume does not undo it.
-            if !matches!(stream.effect, Some(Effect::Local { .. })) {
-                stream.effect = Some(effect);
-            }
+        let context = self.effective;
+        let Some(stream) = self.streams.get_mut(&context) else {
+            return;
+        };
+        // A local reply is final; a later resume does not undo it.
+        if matches!(stream.effect, Some(Effect::Local { .. })) {
+            return;
+        }
+        if stream.effect.replace(effect).is_none() {
+            self.decided.push(context);
         }
     }
 

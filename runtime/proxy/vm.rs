@@ -1,5 +1,6 @@
-//! One filter instance in wasmtime: the host-side state its host calls read and write, and the
-//! calls into its `proxy_on_*` exports.
+//! The filter in wasmtime: the module compiled once, and instances of it (one per worker), each
+//! with the host-side state its host calls read and write and the calls into its `proxy_on_*`
+//! exports.
 
 use super::host::{Effect, HostState, Message, PendingCall, Stream};
 use super::{abi, codes};
@@ -42,6 +43,14 @@ pub enum LoadError {
 /// The root context id; stream contexts count up from it.
 const ROOT_CONTEXT: u32 = 1;
 
+/// The filter module, compiled once and instantiated once per worker.
+pub(crate) struct Filter {
+    module: Module,
+    linker: Linker<HostState>,
+    configuration: Vec<u8>,
+    clusters: HashMap<String, String>,
+}
+
 /// A loaded, configured filter instance.
 pub(crate) struct Vm {
     store: Store<HostState>,
@@ -53,9 +62,10 @@ fn invalid(what: impl std::fmt::Display) -> LoadError {
     LoadError::Invalid(what.to_string())
 }
 
-impl Vm {
-    /// Loads the module, runs its start-up and `on_configure` with `configuration`.
-    pub(crate) fn load(
+impl Filter {
+    /// Reads, checks and compiles the module; `configuration` goes to every instance's
+    /// `on_configure`.
+    pub(crate) fn compile(
         path: &Path,
         configuration: &[u8],
         clusters: HashMap<String, String>,
@@ -70,20 +80,41 @@ impl Vm {
             .map_err(|err| invalid(format!("cannot compile {}: {err}", path.display())))?;
         let mut linker = Linker::new(&engine);
         abi::link(&mut linker, &module).map_err(invalid)?;
+        Ok(Self {
+            module,
+            linker,
+            configuration: configuration.to_vec(),
+            clusters,
+        })
+    }
+
+    /// A new instance: runs its start-up and `on_configure`.
+    pub(crate) fn instantiate(&self) -> Result<Vm, LoadError> {
         let state = HostState {
-            plugin_configuration: configuration.to_vec(),
+            plugin_configuration: self.configuration.clone(),
             effective: ROOT_CONTEXT,
             streams: HashMap::new(),
+            decided: Vec::new(),
             call_response: None,
             pending_calls: Vec::new(),
             next_token: 0,
-            clusters,
-            errors: Vec::new(),
+            clusters: self.clusters.clone(),
+            configure_errors: Some(Vec::new()),
+            memory: None,
+            allocate: None,
         };
-        let mut store = Store::new(&engine, state);
-        let instance = linker
-            .instantiate(&mut store, &module)
+        let mut store = Store::new(self.module.engine(), state);
+        let instance = self
+            .linker
+            .instantiate(&mut store, &self.module)
             .map_err(|err| invalid(format!("cannot instantiate the filter: {err}")))?;
+        // Looked up once here rather than by name in every host call.
+        let memory = instance.get_memory(&mut store, "memory");
+        let allocate = instance
+            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .ok();
+        store.data_mut().memory = memory;
+        store.data_mut().allocate = allocate;
         if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
             initialize
                 .call(&mut store, ())
@@ -102,10 +133,10 @@ impl Vm {
             .call(&mut store, (root, 0))
             .map_err(invalid)?;
         vm_start.call(&mut store, (root, 0)).map_err(invalid)?;
-        let size = configuration.len() as i32;
+        let size = self.configuration.len() as i32;
         let accepted = configure.call(&mut store, (root, size)).map_err(invalid)?;
+        let reasons = store.data_mut().configure_errors.take().unwrap_or_default();
         if accepted == 0 {
-            let reasons = std::mem::take(&mut store.data_mut().errors);
             let reason = if reasons.is_empty() {
                 "no reason logged".to_owned()
             } else {
@@ -113,13 +144,15 @@ impl Vm {
             };
             return Err(LoadError::Configuration(reason));
         }
-        Ok(Self {
+        Ok(Vm {
             store,
             exports,
             next_context: ROOT_CONTEXT + 1,
         })
     }
+}
 
+impl Vm {
     fn enter(&mut self, context: u32) {
         self.store.data_mut().effective = context;
     }
@@ -141,10 +174,14 @@ impl Vm {
             },
         );
         self.enter(context);
-        self.exports
+        let created = self
+            .exports
             .context_create
-            .call(&mut self.store, (context as i32, ROOT_CONTEXT as i32))?;
-        Ok(context)
+            .call(&mut self.store, (context as i32, ROOT_CONTEXT as i32));
+        if created.is_err() {
+            self.store.data_mut().streams.remove(&context);
+        }
+        created.map(|()| context)
     }
 
     /// Delivers the request: headers, then the body when there is one. Returns whether the
@@ -200,9 +237,10 @@ impl Vm {
     }
 
     /// Delivers an HTTP call's answer (`None`: it failed or timed out, as Envoy reports it).
+    /// Once a stream's last call is answered and its response was sent, the stream ends.
     pub(crate) fn on_call_response(
         &mut self,
-        token: u32,
+        call: &PendingCall,
         response: Option<Message>,
     ) -> wasmtime::Result<()> {
         let (headers, body) = response.unwrap_or_default();
@@ -211,48 +249,49 @@ impl Vm {
         self.enter(ROOT_CONTEXT);
         let result = self.exports.http_call_response.call(
             &mut self.store,
-            (ROOT_CONTEXT as i32, token as i32, count, len, 0),
+            (ROOT_CONTEXT as i32, call.token as i32, count, len, 0),
         );
         self.store.data_mut().call_response = None;
+        if let Some(stream) = self.store.data_mut().streams.get_mut(&call.context) {
+            stream.calls_in_flight = stream.calls_in_flight.saturating_sub(1);
+            if stream.ended && stream.calls_in_flight == 0 {
+                self.finish(call.context);
+            }
+        }
         result
     }
 
-    /// The request headers and body as the filter left them.
-    pub(crate) fn request(&self, context: u32) -> Option<Message> {
-        self.store
-            .data()
-            .streams
-            .get(&context)
-            .map(|s| (s.request_headers.clone(), s.request_body.clone()))
+    /// The request headers and body as the filter left them, for forwarding. The body moves
+    /// out: the filter is done with it once the request leaves.
+    pub(crate) fn take_request(&mut self, context: u32) -> Option<Message> {
+        self.store.data_mut().streams.get_mut(&context).map(|s| {
+            (
+                s.request_headers.clone(),
+                std::mem::take(&mut s.request_body),
+            )
+        })
     }
 
-    /// The response headers as the filter left them.
-    pub(crate) fn response_headers(&self, context: u32) -> Vec<(String, String)> {
-        self.store
-            .data()
-            .streams
-            .get(&context)
-            .map(|s| s.response_headers.clone())
-            .unwrap_or_default()
+    /// The response headers and body as the filter left them; they move out.
+    pub(crate) fn take_response(&mut self, context: u32) -> Option<Message> {
+        self.store.data_mut().streams.get_mut(&context).map(|s| {
+            (
+                std::mem::take(&mut s.response_headers),
+                std::mem::take(&mut s.response_body),
+            )
+        })
     }
 
-    /// Takes the stream's pending effect.
-    pub(crate) fn take_effect(&mut self, context: u32) -> Option<Effect> {
-        self.store
-            .data_mut()
-            .streams
-            .get_mut(&context)
-            .and_then(|s| s.effect.take())
-    }
-
-    /// Streams with an effect waiting.
-    pub(crate) fn streams_with_effects(&self) -> Vec<u32> {
-        self.store
-            .data()
-            .streams
-            .iter()
-            .filter(|(_, s)| s.effect.is_some())
-            .map(|(id, _)| *id)
+    /// The decisions the filter made since the last take, by stream.
+    pub(crate) fn take_decisions(&mut self) -> Vec<(u32, Effect)> {
+        let state = self.store.data_mut();
+        let decided = std::mem::take(&mut state.decided);
+        decided
+            .into_iter()
+            .filter_map(|context| {
+                let effect = state.streams.get_mut(&context)?.effect.take()?;
+                Some((context, effect))
+            })
             .collect()
     }
 
@@ -261,13 +300,20 @@ impl Vm {
         std::mem::take(&mut self.store.data_mut().pending_calls)
     }
 
-    /// Base URL of a cluster.
-    pub(crate) fn resolve(&self, cluster: &str) -> Option<String> {
-        self.store.data().resolve(cluster)
+    /// The stream's response went out (or its client left): the stream ends now, or when its
+    /// last HTTP call is answered, so an upload answer still finds its context.
+    pub(crate) fn end(&mut self, context: u32) {
+        let Some(stream) = self.store.data_mut().streams.get_mut(&context) else {
+            return;
+        };
+        stream.ended = true;
+        if stream.calls_in_flight == 0 {
+            self.finish(context);
+        }
     }
 
-    /// Ends a stream: done, log, delete.
-    pub(crate) fn finish(&mut self, context: u32) {
+    /// Finishes a stream: done, log, delete.
+    fn finish(&mut self, context: u32) {
         for call in [
             self.exports
                 .done

@@ -1,0 +1,451 @@
+//! One proxy worker, as in Envoy: a thread with its own event loop, its own filter instance and
+//! its own keep-alive connection pools, serving the connections handed to it. Everything a
+//! stream does happens on its worker's thread, so an HTTP call's answer wakes its stream
+//! without crossing threads, and the locks below are never contended.
+//!
+//! The worker's state is `Send` (`Arc` and `Mutex` rather than `Rc` and `RefCell`) only so
+//! its tasks can run on a plain current-thread runtime: under a `LocalSet`, every socket
+//! wake-up also writes the runtime's eventfd.
+
+use super::host::{Effect, Headers, PendingCall};
+use super::vm::Vm;
+use super::{HOP_BY_HOP, MAX_BODY_BYTES};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+type Body = Full<Bytes>;
+
+/// Runs a worker on this thread until `connections` closes, its connections are done and
+/// every stream's HTTP calls are answered (so every stream's context has been deleted).
+pub(super) fn run(
+    runtime: tokio::runtime::Runtime,
+    vm: Vm,
+    upstream: Option<String>,
+    connections: mpsc::UnboundedReceiver<std::net::TcpStream>,
+) {
+    runtime.block_on(serve(Arc::new(Worker::new(vm, upstream)), connections));
+}
+
+async fn serve(worker: Arc<Worker>, mut connections: mpsc::UnboundedReceiver<std::net::TcpStream>) {
+    // Dropping `stop` asks every connection to finish its request in flight and close.
+    let (stop, stopping) = watch::channel(());
+    let mut open = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = connections.recv() => {
+                let Some(stream) = accepted else { break };
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        open.spawn(connection(worker.clone(), stream, stopping.clone()));
+                    }
+                    Err(err) => tracing::debug!(%err, "Proxy worker cannot take a connection."),
+                }
+            }
+            Some(_) = open.join_next(), if !open.is_empty() => {}
+        }
+    }
+    drop(stop);
+    while open.join_next().await.is_some() {}
+    worker.calls_answered().await;
+}
+
+/// Serves one client connection (HTTP/1.1, keep-alive) until it closes or the worker stops.
+async fn connection(worker: Arc<Worker>, stream: TcpStream, mut stopping: watch::Receiver<()>) {
+    let service = service_fn(move |request| {
+        let worker = worker.clone();
+        async move { Ok::<_, Infallible>(worker.handle(request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(%err, "Proxy connection ended.");
+            }
+            return;
+        }
+        _ = stopping.changed() => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
+}
+
+/// One worker's state; it lives on the worker's thread only.
+struct Worker {
+    /// Never held across an await.
+    vm: Mutex<Vm>,
+    /// Streams held for the filter's decision, by context.
+    waiters: Mutex<HashMap<u32, oneshot::Sender<Effect>>>,
+    /// Keep-alive pools to the upstreams and to the filter's clusters.
+    http: Client<HttpConnector, Body>,
+    /// Reverse-proxy target; `None` makes a forward proxy.
+    upstream: Option<String>,
+    calls_in_flight: AtomicUsize,
+    /// Notified when the last call in flight is answered.
+    idle: Notify,
+}
+
+/// A stream's context, ended when its handler is done or dropped (the client went away).
+struct StreamGuard {
+    worker: Arc<Worker>,
+    context: u32,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.worker.waiters().remove(&self.context);
+        // The context stays until its last HTTP call (a trace upload) is answered.
+        self.worker.vm().end(self.context);
+    }
+}
+
+impl Worker {
+    fn new(vm: Vm, upstream: Option<String>) -> Self {
+        let mut connector = HttpConnector::new();
+        // Requests and answers are small and written whole: never wait for Nagle.
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self {
+            vm: Mutex::new(vm),
+            waiters: Mutex::default(),
+            http,
+            upstream,
+            calls_in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    fn vm(&self) -> MutexGuard<'_, Vm> {
+        self.vm
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn waiters(&self) -> MutexGuard<'_, HashMap<u32, oneshot::Sender<Effect>>> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let (base, authority) = match self.target(&parts) {
+            Some(target) => target,
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "this is a forward proxy: send absolute-form http:// requests (set HTTP_PROXY), or start it with --upstream\n".into(),
+                );
+            }
+        };
+        let body = match read_body(body).await {
+            Ok(body) => body,
+            Err(err) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body: {err}\n"),
+                );
+            }
+        };
+        let headers = request_pairs(&parts, authority);
+        let (tx, mut decided) = oneshot::channel();
+        let (stream, proceed) = {
+            let mut vm = self.vm();
+            let context = match vm.create_stream(headers, body) {
+                Ok(context) => context,
+                Err(err) => {
+                    return text(StatusCode::BAD_GATEWAY, format!("filter failed: {err}\n"));
+                }
+            };
+            self.waiters().insert(context, tx);
+            let proceed = vm.on_request(context).unwrap_or_else(|err| {
+                tracing::error!(%err, "Filter trapped on a request; forwarding it.");
+                true
+            });
+            let stream = StreamGuard {
+                worker: self.clone(),
+                context,
+            };
+            (stream, proceed)
+        };
+        self.settle();
+        let decision = match decided.try_recv() {
+            Ok(effect) => effect,
+            Err(_) if proceed => Effect::Continue,
+            // Held: wait for the filter to resume the request or answer it.
+            Err(_) => decided.await.unwrap_or(Effect::Continue),
+        };
+        match decision {
+            Effect::Local {
+                status,
+                headers,
+                body,
+            } => local_reply(status, &headers, body),
+            Effect::Continue => self.forward(stream.context, &base).await,
+        }
+    }
+
+    /// Where the request goes: the reverse-proxy upstream, or the absolute-form target; with
+    /// the authority the filter sees.
+    fn target(&self, parts: &Parts) -> Option<(String, String)> {
+        match (
+            &self.upstream,
+            parts.uri.scheme_str(),
+            parts.uri.authority(),
+        ) {
+            (Some(upstream), _, _) => {
+                let host = parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default();
+                Some((upstream.clone(), host.to_owned()))
+            }
+            (None, Some("http"), Some(authority)) => {
+                Some((format!("http://{authority}"), authority.to_string()))
+            }
+            (None, _, _) => None,
+        }
+    }
+
+    /// Sends the request (as the filter left it) upstream, runs the response callbacks,
+    /// answers.
+    async fn forward(self: &Arc<Self>, context: u32, base: &str) -> Response<Body> {
+        let Some((headers, body)) = self.vm().take_request(context) else {
+            return text(StatusCode::BAD_GATEWAY, "the stream vanished\n".into());
+        };
+        let (request, url) = match outgoing(base, &headers, body) {
+            Ok(request) => request,
+            Err(err) => return text(StatusCode::BAD_GATEWAY, format!("bad request: {err}\n")),
+        };
+        let (status, response_headers, body) = match self.exchange(request).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("upstream {url}: {}\n", crate::commands::error_chain(&*err)),
+                );
+            }
+        };
+        let (headers, body) = {
+            let mut vm = self.vm();
+            if let Err(err) = vm.on_response(context, response_headers, body) {
+                tracing::error!(%err, "Filter trapped on a response; passing it on.");
+            }
+            vm.take_response(context).unwrap_or_default()
+        };
+        self.settle();
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        copy_headers(&headers, response.headers_mut());
+        response
+    }
+
+    /// One HTTP exchange over the pools: status, headers as proxy-wasm pairs, whole body.
+    async fn exchange(
+        &self,
+        request: Request<Body>,
+    ) -> Result<(StatusCode, Headers, Vec<u8>), BoxError> {
+        let response = self.http.request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_BODY_BYTES)
+            .collect()
+            .await?
+            .to_bytes();
+        let mut headers = Vec::with_capacity(parts.headers.len() + 1);
+        headers.push((":status".to_owned(), parts.status.as_str().to_owned()));
+        for (name, value) in &parts.headers {
+            headers.push((name.as_str().to_owned(), lossy(value)));
+        }
+        Ok((parts.status, headers, Vec::from(body)))
+    }
+
+    /// Routes the filter's decisions to their held streams and starts the HTTP calls it
+    /// dispatched; runs after every callback.
+    fn settle(self: &Arc<Self>) {
+        let (decisions, calls) = {
+            let mut vm = self.vm();
+            (vm.take_decisions(), vm.take_calls())
+        };
+        if !decisions.is_empty() {
+            let mut waiters = self.waiters();
+            for (context, effect) in decisions {
+                if let Some(waiter) = waiters.remove(&context) {
+                    let _ = waiter.send(effect);
+                }
+            }
+        }
+        for call in calls {
+            self.calls_in_flight.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(self.clone().call(call));
+        }
+    }
+
+    /// Runs one filter HTTP call and hands its answer back to the filter.
+    async fn call(self: Arc<Self>, mut call: PendingCall) {
+        let body = std::mem::take(&mut call.body);
+        let answer = match outgoing(&call.base, &call.headers, body) {
+            Ok((request, url)) => {
+                match tokio::time::timeout(call.timeout, self.exchange(request)).await {
+                    Ok(Ok((_, headers, body))) => Some((headers, body)),
+                    Ok(Err(err)) => {
+                        let err = crate::commands::error_chain(&*err);
+                        tracing::debug!(%url, %err, "Filter HTTP call failed.");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(%url, timeout = ?call.timeout, "Filter HTTP call timed out.");
+                        None
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, "Filter HTTP call is not a valid request.");
+                None
+            }
+        };
+        if let Err(err) = self.vm().on_call_response(&call, answer) {
+            tracing::error!(%err, "Filter trapped on an HTTP call answer.");
+        }
+        self.settle();
+        tracing::trace!(
+            context = call.context,
+            token = call.token,
+            "HTTP call done."
+        );
+        if self.calls_in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Resolves once no HTTP call is in flight.
+    async fn calls_answered(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.calls_in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body, whole; none is read for a request that has none.
+async fn read_body(body: Incoming) -> Result<Vec<u8>, BoxError> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(Vec::new());
+    }
+    let body = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await?
+        .to_bytes();
+    Ok(Vec::from(body))
+}
+
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+/// The request as proxy-wasm header pairs: pseudo-headers first, then the headers that
+/// describe the message (not `host`, which is `:authority`, nor hop-by-hop ones).
+fn request_pairs(parts: &Parts, authority: String) -> Headers {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/".to_owned(), |p| p.as_str().to_owned());
+    let mut headers = Vec::with_capacity(parts.headers.len() + 4);
+    headers.extend([
+        (":method".to_owned(), parts.method.as_str().to_owned()),
+        (":path".to_owned(), path),
+        (":authority".to_owned(), authority),
+        (":scheme".to_owned(), "http".to_owned()),
+    ]);
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST && !HOP_BY_HOP.contains(&name.as_str()) {
+            headers.push((name.as_str().to_owned(), lossy(value)));
+        }
+    }
+    headers
+}
+
+/// An HTTP request from proxy-wasm pseudo-headers and headers: method, `base` + `:path`,
+/// `:authority` as `host`, the rest minus hop-by-hop headers. Returns it with its URL.
+fn outgoing(
+    base: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<(Request<Body>, String), http::Error> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let method = header(":method")
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(Method::GET);
+    let url = format!("{base}{}", header(":path").unwrap_or("/"));
+    let mut request = Request::builder().method(method).uri(&url);
+    if let Some(authority) = header(":authority") {
+        request = request.header(http::header::HOST, authority);
+    }
+    for (name, value) in headers {
+        if !name.starts_with(':') && !HOP_BY_HOP.contains(&name.as_str()) {
+            request = request.header(name.as_str(), value.as_str());
+        }
+    }
+    Ok((request.body(Full::new(Bytes::from(body)))?, url))
+}
+
+fn text(status: StatusCode, message: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(message)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn local_reply(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    copy_headers(headers, response.headers_mut());
+    response
+}
+
+fn copy_headers(pairs: &[(String, String)], into: &mut HeaderMap) {
+    for (name, value) in pairs {
+        if name.starts_with(':') || HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            into.append(name, value);
+        }
+    }
+}
