@@ -14,6 +14,7 @@ pub(crate) use span::session_of;
 pub use span::{AttrRef, Attributes, SpanView, header_name, span_count, span_views};
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;
 use std::io::Read as _;
@@ -157,6 +158,16 @@ fn decode_protobuf(body: &[u8]) -> Result<TracesData, DecodeError> {
 fn decode_json(body: &[u8]) -> Result<TracesData, DecodeError> {
     let text = json_text(body)?;
     serde_json::from_str::<TracesData>(text).or_else(|typed_err| {
+        // `{}` is an empty export as OTLP JSON may write it (defaults are left out), but
+        // opentelemetry-proto's `TracesData`, unlike its `ExportTraceServiceRequest`, has no
+        // serde default for `resourceSpans`.
+        if text.trim_start().starts_with('{')
+            && let Ok(request) = serde_json::from_str::<ExportTraceServiceRequest>(text)
+        {
+            return Ok(TracesData {
+                resource_spans: request.resource_spans,
+            });
+        }
         let mut value: serde_json::Value = serde_json::from_str(text)
             .map_err(|err| DecodeError::Malformed(format!("invalid JSON: {err}")))?;
         if !normalize_json(&mut value) {
@@ -245,6 +256,12 @@ mod tests {
             "5b8efff798038103d269b633813fc60c"
         );
         assert_eq!(span.kind, 2);
+    }
+
+    #[test]
+    fn an_empty_json_document_is_an_empty_export() {
+        let empty = decode_traces(b"{}", Some(Encoding::Json)).unwrap();
+        assert!(empty.resource_spans.is_empty());
     }
 
     #[test]
