@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+mod case;
+mod client;
+mod documents;
+mod error;
+mod report;
+mod rules;
+mod session;
+
+pub use case::{BodyEncoding, CapturedHit, CapturedResponse, Case, CasePredicate, Direction};
+pub use client::{
+    API_TOKEN_ENV, DEFAULT_RUNTIME_URL, DEFAULT_TIMEOUT, RUNTIME_URL_ENV, SESSION_HEADER, Softprobe,
+};
+pub use documents::{AuthFixtures, Cookie, DefaultOnMiss, ExternalHttp, Policy};
+pub use error::{Error, Result};
+pub use report::{CaseSummary, Closest, Counters, Mismatch, Miss, Misses, SessionState, Stats};
+pub use rules::{MatchField, MockRule, ReplayRule, Rule};
+pub use session::{Mode, Session};
