@@ -50,6 +50,31 @@ impl Clients {
         Ok(())
     }
 
+    /// A replay session whose loaded case records `n` exchanges and whose rule replays them.
+    pub(crate) async fn replay_session(&self, n: usize) -> anyhow::Result<String> {
+        let session = self.session("replay").await?;
+        let (case, rules) = corpus::replay_case(n);
+        for (route, document) in [("load-case", case), ("rules", rules)] {
+            let path = format!("/v1/sessions/{session}/{route}");
+            let (status, body) = self.runtime.json(Method::POST, &path, &document).await?;
+            ensure!(status == StatusCode::OK, "{route}: {status} {body}");
+        }
+        Ok(session)
+    }
+
+    /// The inject call of the last exchange of a [`Self::replay_session`] of `n` exchanges.
+    pub(crate) async fn replay_call(&self, n: usize) -> anyhow::Result<Arc<Call>> {
+        let session = self.replay_session(n).await?;
+        let lookup = corpus::inject(&session, &corpus::replay_path(n - 1));
+        Ok(Self::http(
+            &self.runtime,
+            "/v1/inject",
+            PROTOBUF,
+            lookup.encode_to_vec(),
+            StatusCode::OK,
+        ))
+    }
+
     pub(crate) async fn extracted_spans(&self, session: &str) -> anyhow::Result<u64> {
         let path = format!("/v1/sessions/{session}/stats");
         let (status, body) = self

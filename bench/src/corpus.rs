@@ -13,6 +13,35 @@ use softprobe_pipeline::otlp::span_views;
 pub(crate) const HOST: &str = "api.example.com";
 /// Status the mocked response carries, distinct from 200 so a hit is recognisable.
 pub(crate) const MOCK_STATUS: i64 = 201;
+/// Path of recorded exchange `i` of a replay case.
+pub(crate) fn replay_path(i: usize) -> String {
+    format!("/v1/recorded/{i}")
+}
+
+/// A case of `n` recorded outbound exchanges (`GET` [`replay_path`]`(i)`, answered
+/// [`MOCK_STATUS`] with a small JSON body), and the rule that replays it.
+pub(crate) fn replay_case(n: usize) -> (Value, Value) {
+    let kv = |key: &str, value: Value| json!({"key": key, "value": value});
+    let spans: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"spanId": format!("{:016x}", i + 1), "name": "GET", "attributes": [
+                kv("sp.traffic.direction", json!({"stringValue": "outbound"})),
+                kv("url.host", json!({"stringValue": HOST})),
+                kv("url.path", json!({"stringValue": replay_path(i)})),
+                kv("http.request.method", json!({"stringValue": "GET"})),
+                kv("http.response.status_code", json!({"intValue": MOCK_STATUS})),
+                kv("http.response.header.content-type", json!({"stringValue": "application/json"})),
+                kv("http.response.body", json!({"stringValue": format!("{{\"item\":{i}}}")})),
+            ]})
+        })
+        .collect();
+    let case = json!({"version": "1.0.0", "caseId": format!("replay-{n}"),
+        "traces": [{"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}]});
+    let rules = json!({"version": 1, "rules": [
+        {"name": "replay", "when": {"direction": "outbound"}, "then": {"action": "replay"}}]});
+    (case, rules)
+}
+
 /// Path of rule `i` (exact match).
 pub(crate) fn rule_path(i: usize) -> String {
     format!("/v1/items/{i}")

@@ -12,7 +12,11 @@ pub(crate) async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report
     let calls = clients.inject_calls(&session, &corpus::rule_path(0))?;
 
     if args.only.contains(&Part::Inject) {
-        inject_part(args, &calls, &mut report).await;
+        // The replay action next to the mock hit: a case of 1 and of 10,000 exchanges.
+        let mut with_replay = calls.clone();
+        with_replay.push((report::REPLAY_ONE, clients.replay_call(1).await?));
+        with_replay.push((report::REPLAY_MANY, clients.replay_call(10_000).await?));
+        inject_part(args, &with_replay, &mut report).await;
     }
     if args.only.contains(&Part::Ingest) {
         ingest_part(args, &clients, servers, &mut report).await?;

@@ -12,6 +12,8 @@ pub(crate) const INJECT_MISS: &str = "inject miss, HTTP protobuf";
 pub(crate) const INJECT_JSON: &str = "inject hit, HTTP JSON";
 pub(crate) const CEILING_GRPC: &str = "ceiling tonic (gRPC)";
 pub(crate) const INJECT_GRPC: &str = "inject hit, gRPC";
+pub(crate) const REPLAY_ONE: &str = "inject replay hit, 1-exchange case";
+pub(crate) const REPLAY_MANY: &str = "inject replay hit, 10,000-exchange case";
 pub(crate) const ONE_RULE_ONE_SESSION: &str = "inject hit, 1 rule, ~1 session";
 pub(crate) const MANY_RULES: &str = "inject hit, last of N rules";
 pub(crate) const MANY_SESSIONS: &str = "inject hit, 1 rule, +N idle sessions";
@@ -185,6 +187,21 @@ impl Report {
                     "",
                     "",
                     None,
+                );
+            }
+        }
+        for (name, base, target) in [
+            (REPLAY_MANY, REPLAY_ONE, 0.8),
+            (REPLAY_ONE, INJECT_HIT, 0.9),
+        ] {
+            if let (Some(ours), Some(theirs)) = (get(Row::max(name)), get(Row::max(base))) {
+                let ratio = ours.per_second / theirs.per_second;
+                goal(
+                    format!("max QPS: {name} / {base}"),
+                    ratio,
+                    "",
+                    &format!("≥ {target}"),
+                    Some(ratio >= target),
                 );
             }
         }

@@ -56,6 +56,31 @@ pub(crate) async fn smoke(args: &Args, servers: &Servers) -> anyhow::Result<Vec<
         status == StatusCode::OK && code == Some(corpus::MOCK_STATUS.to_string()),
         format!("JSON inject hit: {status}, status attribute {code:?}"),
     );
+    // A replay hit answers from the loaded case, with the recorded span's id.
+    let replay = clients.replay_session(3).await?;
+    let lookup = corpus::inject(&replay, &corpus::replay_path(2));
+    let (status, body) = clients
+        .runtime
+        .send(
+            Method::POST,
+            "/v1/inject",
+            PROTOBUF,
+            PROTOBUF,
+            lookup.encode_to_vec().into(),
+        )
+        .await?;
+    let decoded = TracesData::decode(body).ok();
+    let attribute = |key| decoded.as_ref().and_then(|t| corpus::attribute(t, key));
+    check(
+        status == StatusCode::OK
+            && attribute("sp.decision").as_deref() == Some("replay")
+            && attribute("sp.case.span_id").as_deref() == Some("0000000000000003"),
+        format!(
+            "replay hit: {status}, decision {:?}, span {:?}",
+            attribute("sp.decision"),
+            attribute("sp.case.span_id")
+        ),
+    );
     let miss = corpus::inject(&session, "/not/mocked");
     let (status, _) = clients
         .runtime
