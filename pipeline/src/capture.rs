@@ -2,7 +2,7 @@
 
 use crate::budget::{Budget, Held};
 use crate::case::Case;
-use crate::session::Stored;
+use crate::document::Stored;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message as _;

@@ -1,5 +1,8 @@
-//! Parsing of posted JSON documents into typed values, with errors that name the place.
+//! Posted JSON documents: parsed into typed values with errors that name the place, and kept
+//! as posted beside their parsed form.
 
+use crate::budget::Held;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use std::fmt;
 
@@ -83,6 +86,36 @@ pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, D
         let path = if path == "." { String::new() } else { path };
         DocumentError::new(path, err.into_inner().to_string())
     })
+}
+
+/// A document as posted (kept verbatim for `…/state`) with its parsed form.
+#[derive(Debug)]
+pub struct Stored<T> {
+    /// The bytes exactly as posted.
+    pub raw: Bytes,
+    /// The typed value.
+    pub parsed: T,
+    /// Its bytes, held against the documents' budget while any snapshot keeps it.
+    _held: Option<Held>,
+}
+
+impl<T> Stored<T> {
+    /// A document outside the documents' budget (a policy given at create, tests).
+    pub fn new(raw: Bytes, parsed: T) -> Self {
+        Self {
+            raw,
+            parsed,
+            _held: None,
+        }
+    }
+
+    pub(crate) fn held(raw: Bytes, parsed: T, held: Held) -> Self {
+        Self {
+            raw,
+            parsed,
+            _held: Some(held),
+        }
+    }
 }
 
 #[cfg(test)]

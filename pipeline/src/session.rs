@@ -1,7 +1,8 @@
 //! A session: its identity, its immutable snapshot (documents + compiled rules) and counters.
 
-use crate::budget::{Budget, Held};
+use crate::budget::Budget;
 use crate::case::Case;
+use crate::document::Stored;
 use crate::fixtures::AuthFixtures;
 use crate::matcher::RuleIndex;
 use crate::misses::Misses;
@@ -10,39 +11,8 @@ use crate::policy::Policy;
 use crate::replay::Exchanges;
 use crate::rules::Rule;
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// A document as posted (kept verbatim for `…/state`) with its parsed form.
-#[derive(Debug)]
-pub struct Stored<T> {
-    /// The bytes exactly as posted.
-    pub raw: Bytes,
-    /// The typed value.
-    pub parsed: T,
-    /// Its bytes, held against the documents' budget while any snapshot keeps it.
-    _held: Option<Held>,
-}
-
-impl<T> Stored<T> {
-    /// A document outside the documents' budget (a policy given at create, tests).
-    pub fn new(raw: Bytes, parsed: T) -> Self {
-        Self {
-            raw,
-            parsed,
-            _held: None,
-        }
-    }
-
-    pub(crate) fn held(raw: Bytes, parsed: T, held: Held) -> Self {
-        Self {
-            raw,
-            parsed,
-            _held: Some(held),
-        }
-    }
-}
 
 /// One immutable version of a session's configuration. Writers build a new one and swap it in;
 /// readers (every inject) load it without locking and see one revision from start to end.

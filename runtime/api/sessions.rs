@@ -11,10 +11,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use softprobe_pipeline::document::Stored;
 use softprobe_pipeline::document::parse_json_object;
 use softprobe_pipeline::mode::Mode;
 use softprobe_pipeline::policy::Policy;
-use softprobe_pipeline::session::{Session, Stats, Stored};
+use softprobe_pipeline::session::{Session, Stats};
 use softprobe_pipeline::store::DocumentKind;
 use std::sync::Arc;
 

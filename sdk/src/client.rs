@@ -2,7 +2,6 @@
 //! [`Error`]s.
 
 use crate::error::{Error, Result};
-use crate::session::{Mode, Session};
 use bytes::Bytes;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -84,31 +83,6 @@ impl Softprobe {
     /// The runtime's base URL.
     pub fn url(&self) -> &str {
         self.base.as_str().trim_end_matches('/')
-    }
-
-    /// Opens a session (`POST /v1/sessions`).
-    pub async fn start_session(&self, mode: Mode) -> Result<Session> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Created {
-            session_id: String,
-        }
-        let body = serde_json::json!({ "mode": mode });
-        let created: Created = self
-            .call_json(
-                Method::POST,
-                &["v1", "sessions"],
-                Some(body.to_string().into()),
-                None,
-            )
-            .await?;
-        Ok(Session::new(self.clone(), created.session_id, None))
-    }
-
-    /// A handle on an existing session, without a call. Its local rules list starts empty, so
-    /// its first rule replaces the rules another handle sent.
-    pub fn attach(&self, id: impl Into<String>) -> Session {
-        Session::new(self.clone(), id.into(), None)
     }
 
     /// `METHOD base/segments…` with an optional JSON body; the answer's body on success.

@@ -113,3 +113,15 @@ impl Cookie {
         }
     }
 }
+
+/// What a session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Record the traffic the proxies see; closing writes a case.
+    Capture,
+    /// Answer hops from rules and the loaded case.
+    Replay,
+    /// Accepted for the official clients; behaves as replay.
+    Generate,
+}

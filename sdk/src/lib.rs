@@ -12,8 +12,8 @@ pub use case::{BodyEncoding, CapturedHit, CapturedResponse, Case, CasePredicate,
 pub use client::{
     API_TOKEN_ENV, DEFAULT_RUNTIME_URL, DEFAULT_TIMEOUT, RUNTIME_URL_ENV, SESSION_HEADER, Softprobe,
 };
-pub use documents::{AuthFixtures, Cookie, DefaultOnMiss, ExternalHttp, Policy};
+pub use documents::{AuthFixtures, Cookie, DefaultOnMiss, ExternalHttp, Mode, Policy};
 pub use error::{Error, Result};
 pub use report::{CaseSummary, Closest, Counters, Mismatch, Miss, Misses, SessionState, Stats};
 pub use rules::{MatchField, MockRule, ReplayRule, Rule};
-pub use session::{Mode, Session};
+pub use session::Session;

@@ -1,7 +1,7 @@
 //! What the runtime reports about a session: counters, stored documents, explained misses.
 
 use crate::case::Direction;
-use crate::session::Mode;
+use crate::documents::Mode;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -2,25 +2,13 @@
 
 use crate::case::{CapturedHit, Case, CasePredicate};
 use crate::client::Softprobe;
-use crate::documents::{AuthFixtures, Policy};
+use crate::documents::{AuthFixtures, Mode, Policy};
 use crate::error::{Error, Result};
 use crate::report::{Misses, SessionState, Stats};
 use crate::rules::{MockRule, ReplayRule, Rule, RulesDocument};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// What a session is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Record the traffic the proxies see; closing writes a case.
-    Capture,
-    /// Answer hops from rules and the loaded case.
-    Replay,
-    /// Accepted for the official clients; behaves as replay.
-    Generate,
-}
 
 /// One session on the runtime, from [`Softprobe::start_session`] or [`Softprobe::attach`].
 ///
@@ -34,6 +22,35 @@ pub struct Session {
     id: String,
     rules: Vec<Rule>,
     case: Option<Case>,
+}
+
+// Opening sessions is the client's, but lives here, where a session is made, so the client
+// does not depend on the session.
+impl Softprobe {
+    /// Opens a session (`POST /v1/sessions`).
+    pub async fn start_session(&self, mode: Mode) -> Result<Session> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Created {
+            session_id: String,
+        }
+        let body = serde_json::json!({ "mode": mode });
+        let created: Created = self
+            .call_json(
+                Method::POST,
+                &["v1", "sessions"],
+                Some(body.to_string().into()),
+                None,
+            )
+            .await?;
+        Ok(Session::new(self.clone(), created.session_id, None))
+    }
+
+    /// A handle on an existing session, without a call. Its local rules list starts empty, so
+    /// its first rule replaces the rules another handle sent.
+    pub fn attach(&self, id: impl Into<String>) -> Session {
+        Session::new(self.clone(), id.into(), None)
+    }
 }
 
 /// The answer to a document write.
