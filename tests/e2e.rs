@@ -23,27 +23,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::Runtime;
-
-fn filter_wasm() -> PathBuf {
-    const BUILT: &str = "wasm32-wasip1/wasm-release/softprobe_filter.wasm";
-    let path = match (
-        std::env::var_os("SOFTPROBE_FILTER_WASM"),
-        std::env::var_os("CARGO_TARGET_DIR"),
-    ) {
-        (Some(path), _) => PathBuf::from(path),
-        (None, Some(target)) => PathBuf::from(target).join(BUILT),
-        (None, None) => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join(BUILT),
-    };
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --profile wasm-release -p softprobe-filter --target wasm32-wasip1` (or set SOFTPROBE_FILTER_WASM)",
-        path.display()
-    );
-    path
-}
+use support::{Runtime, filter_wasm};
 
 /// Everything the dependency received: (method, path, headers).
 type Seen = Arc<Mutex<Vec<(String, String, HeaderMap)>>>;

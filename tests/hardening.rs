@@ -16,8 +16,8 @@ use softprobe::proto::v1::inject_service_client::InjectServiceClient;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use support::Runtime;
 use support::spans::{outbound_get, span, traces};
+use support::{Runtime, free_port};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A gRPC request with an optional `authorization` value.
@@ -349,14 +349,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

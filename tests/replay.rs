@@ -14,12 +14,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use support::Runtime;
+use support::{Runtime, filter_wasm, free_port};
 
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,28 +158,6 @@ async fn app(
             }),
         );
     serve(router).await
-}
-
-fn filter_wasm() -> PathBuf {
-    const BUILT: &str = "wasm32-wasip1/wasm-release/softprobe_filter.wasm";
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target.join(BUILT);
-    assert!(
-        path.exists(),
-        "{} is missing: build the filter first",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `softprobe proxy` as a process of its own.

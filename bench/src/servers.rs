@@ -38,6 +38,12 @@ pub(crate) async fn start_servers(
         // The ingest reps keep everything they send: no budget may refuse it.
         "--max-capture-bytes-total",
         "68719476736",
+        // The load generator's own pool keeps connections idle across parts and does not
+        // reconnect, so the runtime must not close them in between.
+        "--header-read-timeout",
+        "1h",
+        "--idle-connection-timeout",
+        "1h",
     ];
     let softprobe::cli::Command::Serve(serve) =
         <softprobe::cli::Cli as Parser>::try_parse_from(argv)

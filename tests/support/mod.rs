@@ -241,6 +241,38 @@ pub async fn reflection_services(address: SocketAddr) -> Vec<String> {
     list.service.into_iter().map(|s| s.name).collect()
 }
 
+/// The filter `.wasm` the end-to-end tests load: `SOFTPROBE_FILTER_WASM`, else the
+/// wasm-release build under `CARGO_TARGET_DIR` or `./target`.
+pub fn filter_wasm() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    const BUILT: &str = "wasm32-wasip1/wasm-release/softprobe_filter.wasm";
+    let path = match (
+        std::env::var_os("SOFTPROBE_FILTER_WASM"),
+        std::env::var_os("CARGO_TARGET_DIR"),
+    ) {
+        (Some(path), _) => PathBuf::from(path),
+        (None, Some(target)) => PathBuf::from(target).join(BUILT),
+        (None, None) => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(BUILT),
+    };
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --profile wasm-release -p softprobe-filter --target wasm32-wasip1` (or set SOFTPROBE_FILTER_WASM)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port free a moment ago, for a process that binds it itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
 /// OTLP spans for tests: an inject lookup or an extract upload with the given attributes.
 pub mod spans {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
