@@ -17,17 +17,7 @@ pub(crate) async fn smoke(args: &Args, servers: &Servers) -> anyhow::Result<Vec<
 
     // A hit is a 200 whose body decodes to a hit with the mocked status; a miss is a 404.
     let hit = corpus::inject(&session, &last);
-    let (status, body) = clients
-        .runtime
-        .send(
-            Method::POST,
-            "/v1/inject",
-            PROTOBUF,
-            PROTOBUF,
-            hit.encode_to_vec().into(),
-        )
-        .await?;
-    let decoded = TracesData::decode(body).ok();
+    let (status, decoded) = inject_protobuf(&clients, &hit).await?;
     let code = decoded
         .as_ref()
         .and_then(|t| corpus::attribute(t, "http.response.status_code"));
@@ -59,17 +49,7 @@ pub(crate) async fn smoke(args: &Args, servers: &Servers) -> anyhow::Result<Vec<
     // A replay hit answers from the loaded case, with the recorded span's id.
     let replay = clients.replay_session(3).await?;
     let lookup = corpus::inject(&replay, &corpus::replay_path(2));
-    let (status, body) = clients
-        .runtime
-        .send(
-            Method::POST,
-            "/v1/inject",
-            PROTOBUF,
-            PROTOBUF,
-            lookup.encode_to_vec().into(),
-        )
-        .await?;
-    let decoded = TracesData::decode(body).ok();
+    let (status, decoded) = inject_protobuf(&clients, &lookup).await?;
     let attribute = |key| decoded.as_ref().and_then(|t| corpus::attribute(t, key));
     check(
         status == StatusCode::OK
@@ -82,16 +62,7 @@ pub(crate) async fn smoke(args: &Args, servers: &Servers) -> anyhow::Result<Vec<
         ),
     );
     let miss = corpus::inject(&session, "/not/mocked");
-    let (status, _) = clients
-        .runtime
-        .send(
-            Method::POST,
-            "/v1/inject",
-            PROTOBUF,
-            PROTOBUF,
-            miss.encode_to_vec().into(),
-        )
-        .await?;
+    let (status, _) = inject_protobuf(&clients, &miss).await?;
     check(
         status == StatusCode::NOT_FOUND,
         format!("protobuf inject miss: {status}"),
@@ -180,4 +151,22 @@ pub(crate) async fn smoke(args: &Args, servers: &Servers) -> anyhow::Result<Vec<
         check(false, failure);
     }
     Ok(failures)
+}
+
+/// One protobuf `POST /v1/inject`: the status and the answer, if it decodes.
+async fn inject_protobuf(
+    clients: &Clients,
+    request: &TracesData,
+) -> anyhow::Result<(StatusCode, Option<TracesData>)> {
+    let (status, body) = clients
+        .runtime
+        .send(
+            Method::POST,
+            "/v1/inject",
+            PROTOBUF,
+            PROTOBUF,
+            request.encode_to_vec().into(),
+        )
+        .await?;
+    Ok((status, TracesData::decode(body).ok()))
 }
