@@ -11,7 +11,7 @@
 mod explain;
 mod index;
 
-pub use explain::{Closest, Mismatch, closest};
+pub use explain::{Closest, Mismatch, closest, shortened};
 pub use index::RuleIndex;
 
 use crate::hop::{Hop, host_has_suffix, host_matches};

@@ -39,7 +39,7 @@ pub(super) async fn run(args: ExportArgs, output: &Output) -> Result<Report, Cli
     } = args.command;
     let target = Target::parse(&endpoint, protocol)?;
     let mut sender = Sender::new(&target, &headers, timeout, output.verbose)?;
-    let files = expand(&cases)?;
+    let files = expand("--case", &cases)?;
     let mut batches = Vec::new();
     for file in &files {
         let case: Value = serde_json::from_slice(&read_file(file)?).map_err(|err| {
@@ -127,7 +127,8 @@ pub(super) async fn run(args: ExportArgs, output: &Output) -> Result<Report, Cli
     Ok(report)
 }
 
-fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, CliError> {
+/// The files each glob of `flag` names; a glob matching nothing is an error, not an empty set.
+pub(super) fn expand(flag: &str, patterns: &[String]) -> Result<Vec<PathBuf>, CliError> {
     let mut files = Vec::new();
     for pattern in patterns {
         let matches: Vec<PathBuf> = glob::glob(pattern)
@@ -135,7 +136,7 @@ fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, CliError> {
                 CliError::new(
                     exit::USAGE,
                     "invalid_glob",
-                    format!("--case {pattern:?}: {err}"),
+                    format!("{flag} {pattern:?}: {err}"),
                     "quote the pattern and check its syntax",
                 )
             })?
@@ -145,7 +146,7 @@ fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, CliError> {
             return Err(CliError::new(
                 exit::GENERIC,
                 "no_cases",
-                format!("--case {pattern:?} matches no file"),
+                format!("{flag} {pattern:?} matches no file"),
                 "check the path or the glob",
             ));
         }

@@ -159,7 +159,12 @@ impl Checks {
 }
 
 fn shown(text: &str) -> String {
-    match text.char_indices().nth(MAX_SHOWN) {
+    shortened(text, MAX_SHOWN)
+}
+
+/// `text` cut to `max` characters, with `…` where it was cut.
+pub fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }

@@ -149,12 +149,9 @@ fn string_difference(recorded: &str, actual: &str) -> Vec<Difference> {
     vec![difference("body", shown(recorded), shown(actual))]
 }
 
+/// Values in a difference are cut to 200 characters (docs/cli.md).
 fn shown(text: &str) -> String {
-    const MAX: usize = 200;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
+    softprobe_pipeline::matcher::shortened(text, 200)
 }
 
 /// Differences between two JSON values; with `subset`, `actual` may hold more keys and

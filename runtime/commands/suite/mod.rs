@@ -134,8 +134,8 @@ impl Run {
                     return Err(CliError::new(
                         exit::GENERIC,
                         "suite_failed",
-                        err.to_string(),
-                        "",
+                        format!("a case task ended abnormally: {err}"),
+                        "rerun with --parallel 1 --verbose and report it as a bug",
                     ));
                 }
             }
@@ -241,17 +241,11 @@ fn validate(path: &Path) -> Result<Report, CliError> {
 /// `suite diff`: the exchanges added, removed and changed between two sets of cases, keyed
 /// by direction, method, host and path with query.
 fn diff(baseline: &str, current: &str) -> Result<Report, CliError> {
-    let read = |pattern: &str| -> Result<std::collections::BTreeMap<String, Vec<u16>>, CliError> {
+    let read = |flag: &str,
+                pattern: &str|
+     -> Result<std::collections::BTreeMap<String, Vec<u16>>, CliError> {
         let mut exchanges = std::collections::BTreeMap::<String, Vec<u16>>::new();
-        let paths = glob::glob(pattern).map_err(|err| {
-            CliError::new(
-                exit::USAGE,
-                "invalid_glob",
-                format!("{pattern:?}: {err}"),
-                "quote the glob",
-            )
-        })?;
-        for path in paths.filter_map(Result::ok) {
+        for path in super::export::expand(flag, &[pattern.to_owned()])? {
             let bytes = std::fs::read(&path).map_err(|err| CliError::io(&path, err))?;
             let case = softprobe_pipeline::case::Case::parse(&bytes).map_err(|err| {
                 CliError::invalid(format!("{}: {err}", path.display()), "pass case files")
@@ -269,7 +263,7 @@ fn diff(baseline: &str, current: &str) -> Result<Report, CliError> {
         }
         Ok(exchanges)
     };
-    let (before, after) = (read(baseline)?, read(current)?);
+    let (before, after) = (read("--baseline", baseline)?, read("--current", current)?);
     let added: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
     let removed: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
     let changed: Vec<String> = before
