@@ -14,7 +14,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The runtime could not be reached (refused, reset, timed out, bad address).
-    #[error("cannot reach the Softprobe runtime at {url}: {source}")]
+    #[error(
+        "cannot reach the Softprobe runtime at {url}: {source}; is `softprobe serve` running \
+         there? Check the URL given to Softprobe::new or SOFTPROBE_RUNTIME_URL"
+    )]
     Unreachable {
         /// The runtime's base URL.
         url: String,
@@ -24,7 +27,10 @@ pub enum Error {
     },
     /// No live session has this id: never created, closed, or expired. For a capture download,
     /// also a session that is not a capture session or was closed too long ago.
-    #[error("unknown session {id}: {message}")]
+    #[error(
+        "unknown session {id}: {message}; it was closed, expired or never created: start a \
+         new one with start_session"
+    )]
     UnknownSession {
         /// The session id the call named.
         id: String,
@@ -38,7 +44,10 @@ pub enum Error {
         message: String,
     },
     /// The runtime wants a bearer token (401) or refused the one sent (403).
-    #[error("unauthorized ({status}): {message}; set SOFTPROBE_API_TOKEN to the runtime's token")]
+    #[error(
+        "unauthorized ({status}): {message}; pass the runtime's --api-token to \
+         Softprobe::new, or set SOFTPROBE_API_TOKEN for Softprobe::connect"
+    )]
     Unauthorized {
         /// 401 (no token) or 403 (wrong token).
         status: u16,
@@ -113,7 +122,10 @@ pub enum Error {
         span_ids: Vec<String>,
     },
     /// A matching span has no recorded response status, so it cannot answer as a mock.
-    #[error("find_in_case: span {span_id} has no http.response.status_code")]
+    #[error(
+        "find_in_case: span {span_id} has no http.response.status_code; narrow the predicate \
+         to a span with a recorded response, or mock with an explicit response"
+    )]
     MissingStatus {
         /// The span's id.
         span_id: String,
