@@ -63,12 +63,6 @@ fn path(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// The checkout case with its spans in session `id` (or in none, for `None`).
 fn case_for(id: Option<&str>) -> String {
     match id {
@@ -202,7 +196,7 @@ async fn export_exit_codes_follow_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let case = dir.path().join("a.case.json");
     std::fs::write(&case, CASE).unwrap();
-    let port = closed_port();
+    let port = support::free_port();
     // Malformed or contradictory endpoints are usage errors, whatever the protocol.
     for (endpoint, protocol) in [
         ("localhost:4318", None),
