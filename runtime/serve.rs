@@ -70,7 +70,7 @@ impl Server {
             max_document_bytes_total: args.max_document_bytes_total,
         });
         let settings = Settings {
-            api_token: args.api_token.clone(),
+            api_token: Token::from_setting(args.api_token.as_deref()),
             case_paths: CasePaths {
                 capture_dir: args.capture_dir.clone(),
                 template: args.capture_case_path.clone(),
@@ -186,7 +186,7 @@ pub type HttpService =
 
 /// The HTTP stack every request on `--listen` passes through, outermost first.
 pub fn http_service(state: AppState) -> HttpService {
-    let token = Token::from_setting(state.settings.api_token.as_deref());
+    let token = state.settings.api_token.clone();
     let service = ServiceBuilder::new()
         // tracing: a debug-level span per request (method, URI, status, latency); its body
         // wrapper is taken off again for axum
@@ -275,7 +275,7 @@ fn grpc_service(
 > + Clone
 + Send
 + 'static {
-    let token = Token::from_setting(state.settings.api_token.as_deref());
+    let token = state.settings.api_token.clone();
     let limit = state.settings.max_body_bytes;
     let inflight = state.inflight.clone();
     let services = otlp::GrpcServices::new(state);

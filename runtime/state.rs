@@ -1,5 +1,6 @@
 //! Shared state of the HTTP and gRPC servers: one session store behind both API families.
 
+use crate::auth::Token;
 use crate::metrics::Metrics;
 use softprobe_pipeline::budget::Budget;
 use softprobe_pipeline::case_file::CasePaths;
@@ -10,8 +11,8 @@ use std::sync::Arc;
 /// Settings the request handlers read.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Bearer token guarding `/v1/*`; `None` turns auth off.
-    pub api_token: Option<String>,
+    /// Bearer token guarding `/v1/*` on both listeners; `None` turns auth off.
+    pub api_token: Option<Token>,
     /// Where capture cases are written, and where a client's `?out=` may point.
     pub case_paths: CasePaths,
     /// Largest request body accepted, in bytes.

@@ -6,6 +6,7 @@ mod support;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use softprobe::auth::Token;
 use softprobe::state::Settings;
 use softprobe_pipeline::store::StoreLimits;
 use support::{App, assert_error};
@@ -536,7 +537,7 @@ async fn a_failed_capture_write_keeps_the_session_open() {
 #[tokio::test]
 async fn bearer_auth_guards_v1_but_not_health_or_metrics() {
     let settings = Settings {
-        api_token: Some("secret-token".into()),
+        api_token: Token::from_setting(Some("secret-token")),
         ..Settings::default()
     };
     let app = App::with(StoreLimits::default(), settings);
@@ -640,7 +641,7 @@ async fn oversized_bodies_get_413_and_the_runtime_stays_healthy() {
         StoreLimits::default(),
         Settings {
             max_body_bytes: 1024,
-            api_token: Some("t".into()),
+            api_token: Token::from_setting(Some("t")),
             ..Settings::default()
         },
     );
