@@ -80,7 +80,7 @@ impl Protocol for Http {
             AuthFailure::Wrong => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "invalid_bearer_token",
-                "invalid bearer token",
+                "invalid bearer token: send the token the runtime was started with (--api-token)",
             ),
         }
         .into_response()
@@ -107,7 +107,9 @@ impl Protocol for Grpc {
             AuthFailure::Missing => tonic::Status::unauthenticated(
                 "missing bearer token: send metadata authorization: Bearer <SOFTPROBE_API_TOKEN>",
             ),
-            AuthFailure::Wrong => tonic::Status::permission_denied("invalid bearer token"),
+            AuthFailure::Wrong => tonic::Status::permission_denied(
+                "invalid bearer token: send the token the runtime was started with (--api-token)",
+            ),
         }
         .into_http()
     }

@@ -96,7 +96,10 @@ pub enum DecodeError {
     #[error("unsupported content type {0:?}: send application/x-protobuf or application/json")]
     UnsupportedMediaType(String),
     /// The body, or what it decompresses to, exceeds the limit.
-    #[error("the body exceeds {limit} bytes (after decompression)")]
+    #[error(
+        "the body exceeds {limit} bytes (after decompression): send fewer spans per request or \
+         raise --max-body-bytes"
+    )]
     TooLarge {
         /// The limit in bytes.
         limit: usize,
@@ -112,24 +115,24 @@ pub fn decompress(
     content_encoding: Option<&str>,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, DecodeError> {
-    match content_encoding
-        .map(|e| e.trim().to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("") | Some("identity") => Ok(None),
-        Some("gzip") | Some("x-gzip") => {
-            let mut out = Vec::new();
-            let mut reader = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
-            reader
-                .read_to_end(&mut out)
-                .map_err(|err| DecodeError::Malformed(format!("invalid gzip body: {err}")))?;
-            if out.len() > limit {
-                return Err(DecodeError::TooLarge { limit });
-            }
-            Ok(Some(out))
-        }
-        Some(other) => Err(DecodeError::UnsupportedContentEncoding(other.to_owned())),
+    // Compared in place: no lowercased copy per request.
+    let coding = content_encoding.map_or("", str::trim);
+    let is = |name: &str| coding.eq_ignore_ascii_case(name);
+    if coding.is_empty() || is("identity") {
+        return Ok(None);
     }
+    if !(is("gzip") || is("x-gzip")) {
+        return Err(DecodeError::UnsupportedContentEncoding(coding.to_owned()));
+    }
+    let mut out = Vec::new();
+    let mut reader = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+    reader
+        .read_to_end(&mut out)
+        .map_err(|err| DecodeError::Malformed(format!("invalid gzip body: {err}")))?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge { limit });
+    }
+    Ok(Some(out))
 }
 
 /// Decodes an OTLP traces body (`TracesData` and `ExportTraceServiceRequest` share one wire
