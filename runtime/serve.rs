@@ -184,47 +184,69 @@ async fn flush_captures(state: &AppState) {
 pub type HttpService =
     BoxCloneSyncService<axum::extract::Request, axum::response::Response, std::convert::Infallible>;
 
-/// The HTTP stack every request on `--listen` passes through, outermost first.
+/// The HTTP stack every request on `--listen` passes through, over axum's request bodies.
 pub fn http_service(state: AppState) -> HttpService {
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+            .service(http_stack(state)),
+    )
+}
+
+/// The HTTP stack over hyper's request bodies: the same layers, without boxing the service,
+/// its future or the request body more than once per request.
+fn hyper_http_service(
+    state: AppState,
+) -> impl tower::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = http::Response<
+        impl http_body::Body<Data = bytes::Bytes, Error = axum::Error> + Send,
+    >,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
++ Send
++ 'static {
+    http_stack(state)
+}
+
+/// The HTTP stack every request on `--listen` passes through, outermost first, over any
+/// request body.
+fn http_stack<B>(
+    state: AppState,
+) -> impl tower::Service<
+    http::Request<B>,
+    Response = http::Response<
+        impl http_body::Body<Data = bytes::Bytes, Error = axum::Error> + Send,
+    >,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Unpin + Send + 'static,
+{
     let token = state.settings.api_token.clone();
-    let service = ServiceBuilder::new()
-        // tracing: a debug-level span per request (method, URI, status, latency); its body
-        // wrapper is taken off again for axum
-        .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+    ServiceBuilder::new()
+        // tracing: a debug-level span per request (method, URI, status, latency)
         .layer(TraceLayer::new_for_http())
         // auth: the bearer token on every `/v1/` route, the OTLP ones included, checked before
         // routing so an unauthenticated client learns nothing about routes or sessions
         .option_layer(auth::layer::<auth::Http>(token.as_ref()))
         // memory: request body bytes held against the in-flight budget until the answer
         .layer(InflightBytesLayer::new(state.inflight.clone()))
-        .map_request(|request: http::Request<CountedBody<axum::body::Body>>| {
-            request.map(axum::body::Body::new)
-        })
+        // the one box of the request body, as axum's body type
+        .map_request(|request: http::Request<CountedBody<B>>| request.map(axum::body::Body::new))
         // routes: the two OTLP hot paths straight to their handlers, the rest through the router
         .service(Routes {
             router: api::router(state.clone(), otlp::http_routes()),
             state,
-        });
-    BoxCloneSyncService::new(service)
+        })
 }
 
-/// The HTTP stack over hyper's request bodies.
-fn hyper_http_service(
-    state: AppState,
-) -> impl tower::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future: Send,
-> + Clone
-+ Send
-+ 'static {
-    ServiceBuilder::new()
-        .map_request(|request: hyper::Request<hyper::body::Incoming>| {
-            request.map(axum::body::Body::new)
-        })
-        .service(http_service(state))
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The routes of the HTTP listener. `POST /v1/inject` and `POST /v1/traces` (every proxied
 /// hop, every export) go straight to their handlers; the router's matching, extensions and

@@ -192,13 +192,28 @@ fn read_span<'a>(
     })
 }
 
-/// KeyValue.key = 1, KeyValue.value = 2 (an AnyValue).
+/// KeyValue.key = 1, KeyValue.value = 2 (an AnyValue): [`kv_key`] and [`kv_value`] in one
+/// walk of the pair, as every attribute of an inject span is read.
 fn read_key_value<'a>(
     out: &mut Vec<(&'a str, AttrRef<'a>)>,
     key_value: &'a [u8],
 ) -> Result<(), String> {
-    let key = utf8(kv_key(key_value)?, "KeyValue.key")?;
-    out.push((key, attr_ref(kv_value(key_value)?)?));
+    let (mut key, mut value) = (&[][..], None);
+    for field in Fields::new(key_value) {
+        match field? {
+            (1, field) => key = field.bytes("KeyValue.key")?,
+            (2, field) => {
+                for field in Fields::new(field.bytes("KeyValue.value")?) {
+                    let (number, field) = field?;
+                    if (1..=8).contains(&number) {
+                        value = Some((number, field));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.push((utf8(key, "KeyValue.key")?, attr_ref(value)?));
     Ok(())
 }
 
