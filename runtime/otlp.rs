@@ -7,6 +7,7 @@ use crate::api::RawBody;
 use crate::api::error::ApiError;
 use crate::metrics::InjectResult;
 use crate::proto::raw;
+use crate::redis_store::Appended;
 use crate::routes;
 use crate::state::AppState;
 use axum::Router;
@@ -22,6 +23,8 @@ use prost::Message as _;
 use softprobe_pipeline::export::{ExportError, ExportOutcome};
 use softprobe_pipeline::inject::{ForwardReason, InjectError, InjectOutcome};
 use softprobe_pipeline::otlp::{DecodeError, Encoding, Received};
+use softprobe_pipeline::store::StoreError;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The miss body, as the reference runtime words it.
@@ -74,6 +77,111 @@ async fn run<T: Send + 'static>(
         .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
 }
 
+/// Inject over the session store. With Redis, the lookup's session is first brought up to date
+/// (one round trip), a `consume: once` rule is claimed there, and the outcome is counted there.
+async fn inject(state: &AppState, received: Received) -> Result<InjectOutcome, InjectError> {
+    let pipelines = state.pipelines.clone();
+    let Some(redis) = state.store.redis() else {
+        return run(received, move |received| pipelines.inject(&received)).await;
+    };
+    let unavailable = |err: StoreError| InjectError::Unavailable(err.to_string());
+    let id = pipelines.inject_session(&received)?;
+    if let Some(id) = &id {
+        match state.store.get(id).await {
+            Ok(_) | Err(StoreError::UnknownSession) => {}
+            Err(err) => return Err(unavailable(err)),
+        }
+    }
+    let received = Arc::new(received);
+    loop {
+        let (pipelines, shared) = (pipelines.clone(), received.clone());
+        let outcome = run_shared(shared, move |received| pipelines.inject(received)).await?;
+        let Some(id) = &id else { return Ok(outcome) };
+        if let InjectOutcome::Hit(hit) = &outcome
+            && let Some((layer, position)) = hit.consumed
+            && !redis
+                .claim(id, layer, position)
+                .await
+                .map_err(unavailable)?
+        {
+            // Used up on another replica; this replica's copy now knows it too: decide again.
+            continue;
+        }
+        if let Some(counter) = shared_counter(&outcome) {
+            let (redis, id) = (redis.clone(), id.clone());
+            tokio::spawn(async move { redis.count(&id, counter).await });
+        }
+        return Ok(outcome);
+    }
+}
+
+/// The stats counter an inject outcome adds to.
+fn shared_counter(outcome: &InjectOutcome) -> Option<&'static str> {
+    match outcome {
+        InjectOutcome::Hit(hit) => Some(match hit.decision {
+            "error" => "injectedErrors",
+            "strict_miss" => "strictMisses",
+            _ => "injectedSpans",
+        }),
+        InjectOutcome::Forward(ForwardReason::UnknownSession) => None,
+        InjectOutcome::Forward(_) => Some("injectMisses"),
+    }
+}
+
+/// [`run`] for a body read more than once.
+async fn run_shared<T: Send + 'static>(
+    received: Arc<Received>,
+    work: impl FnOnce(&Received) -> T + Send + 'static,
+) -> T {
+    if received.body.len() <= crate::api::OFFLOAD_BYTES {
+        return work(&received);
+    }
+    tokio::task::spawn_blocking(move || work(&received))
+        .await
+        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+}
+
+/// Export over the session store. With Redis, the spans' sessions are brought up to date and
+/// each capture batch is acknowledged only once Redis holds it.
+async fn export(state: &AppState, received: Received) -> Result<ExportOutcome, ExportError> {
+    let pipelines = state.pipelines.clone();
+    let Some(redis) = state.store.redis() else {
+        return run(received, move |received| pipelines.export(received)).await;
+    };
+    let unavailable = |err: StoreError| ExportError::Unavailable(err.to_string());
+    let receiving = pipelines.clone();
+    let spans = run(received, move |received| receiving.receive_export(received)).await?;
+    for id in spans.session_ids()? {
+        match state.store.cached(&id).await {
+            Ok(_) | Err(StoreError::UnknownSession) => {}
+            Err(err) => return Err(unavailable(err)),
+        }
+    }
+    let batches = pipelines.batches(spans)?;
+    let mut outcome = ExportOutcome {
+        accepted: 0,
+        refused: batches.refused,
+    };
+    for batch in batches.batches {
+        if batch.session.capture.is_none() {
+            outcome.accepted += batch.count as u64;
+            continue;
+        }
+        let encoded = batch.spans.encoded();
+        let appended = redis
+            .append(batch.session.id(), &encoded, batch.count)
+            .await
+            .map_err(unavailable)?;
+        let count = batch.count as u64;
+        match appended {
+            Appended::Kept => outcome.accepted += count,
+            Appended::Full => outcome.refused.buffer_full += count,
+            Appended::Gone => outcome.refused.unknown_session += count,
+        }
+    }
+    Ok(outcome)
+}
+
 /// The one mapping from decoding failures to the HTTP wire.
 fn decode_error(err: &DecodeError) -> ApiError {
     let message = err.to_string();
@@ -123,8 +231,7 @@ pub async fn inject_http(State(state): State<AppState>, request: Request) -> Res
         Ok(received) => received,
         Err(err) => return err.into_response(),
     };
-    let pipelines = state.pipelines.clone();
-    let outcome = run(received, move |received| pipelines.inject(&received)).await;
+    let outcome = inject(&state, received).await;
     count_inject(&state, &outcome, started);
     match outcome {
         Ok(InjectOutcome::Hit(hit)) => {
@@ -153,6 +260,10 @@ pub async fn inject_http(State(state): State<AppState>, request: Request) -> Res
         )
             .into_response(),
         Err(InjectError::Decode(err)) => decode_error(&err).into_response(),
+        // The proxy's failure mode decides the hop.
+        Err(InjectError::Unavailable(reason)) => {
+            ApiError::store_unavailable(&reason).into_response()
+        }
         Err(err) => ApiError::invalid_request(err.to_string()).into_response(),
     }
 }
@@ -196,8 +307,7 @@ pub async fn traces_http(State(state): State<AppState>, request: Request) -> Res
         Ok(received) => received,
         Err(err) => return err.into_response(),
     };
-    let pipelines = state.pipelines.clone();
-    match run(received, move |received| pipelines.export(received)).await {
+    match export(&state, received).await {
         Ok(outcome) => {
             count_export(&state, &outcome);
             let response = export_response(&outcome);
@@ -211,6 +321,9 @@ pub async fn traces_http(State(state): State<AppState>, request: Request) -> Res
             (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         Err(ExportError::OverBudget(over)) => ApiError::over_budget(&over).into_response(),
+        Err(ExportError::Unavailable(reason)) => {
+            ApiError::store_unavailable(&reason).into_response()
+        }
         Err(ExportError::Decode(err)) => decode_error(&err).into_response(),
     }
 }
@@ -244,8 +357,7 @@ impl raw::trace_service_server::TraceService for GrpcServices {
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<Bytes>, tonic::Status> {
         let received = Received::protobuf(request.into_inner());
-        let pipelines = self.state.pipelines.clone();
-        match run(received, move |received| pipelines.export(received)).await {
+        match export(&self.state, received).await {
             Ok(outcome) => {
                 count_export(&self.state, &outcome);
                 let response = export_response(&outcome).encode_to_vec();
@@ -253,6 +365,9 @@ impl raw::trace_service_server::TraceService for GrpcServices {
             }
             // Retryable: OTLP exporters retry UNAVAILABLE with backoff.
             Err(ExportError::OverBudget(over)) => Err(tonic::Status::unavailable(over.to_string())),
+            Err(err @ ExportError::Unavailable(_)) => {
+                Err(tonic::Status::unavailable(err.to_string()))
+            }
             Err(ExportError::Decode(err)) => Err(decode_status(&err)),
         }
     }
@@ -267,8 +382,7 @@ impl raw::inject_service_server::InjectService for GrpcServices {
     ) -> Result<tonic::Response<Bytes>, tonic::Status> {
         let started = Instant::now();
         let received = Received::protobuf(request.into_inner());
-        let pipelines = self.state.pipelines.clone();
-        let outcome = run(received, move |received| pipelines.inject(&received)).await;
+        let outcome = inject(&self.state, received).await;
         count_inject(&self.state, &outcome, started);
         match outcome {
             Ok(InjectOutcome::Hit(hit)) => Ok(tonic::Response::new(hit.encode_protobuf().into())),
@@ -277,6 +391,9 @@ impl raw::inject_service_server::InjectService for GrpcServices {
                 reason.as_str()
             ))),
             Err(InjectError::Decode(err)) => Err(decode_status(&err)),
+            Err(err @ InjectError::Unavailable(_)) => {
+                Err(tonic::Status::unavailable(err.to_string()))
+            }
             Err(err) => Err(tonic::Status::invalid_argument(err.to_string())),
         }
     }

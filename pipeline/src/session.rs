@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One immutable version of a session's configuration. Writers build a new one and swap it in;
 /// readers (every inject) load it without locking and see one revision from start to end.
-#[derive(Debug, Default)]
+/// Cloning shares every document.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// 0 at create, +1 per load-case, rules, policy or fixtures write.
     pub revision: u64,
@@ -32,6 +33,9 @@ pub struct Snapshot {
     pub fixtures: Option<Arc<Stored<AuthFixtures>>>,
     /// Case and session rules compiled for the inject path.
     pub index: Arc<RuleIndex>,
+    /// The revision each document (case, rules, policy, fixtures, in
+    /// [`crate::store::DocumentKind`] order) was written at; `None` while it never was.
+    pub written_at: [Option<u64>; 4],
 }
 
 /// Per-session counters. They never bump the revision.

@@ -6,6 +6,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use softprobe::state::{AppState, Settings};
+use softprobe::store::Store;
 use softprobe_pipeline::store::{SessionStore, StoreLimits};
 use std::net::SocketAddr;
 use tower::ServiceExt as _;
@@ -22,7 +23,7 @@ impl App {
     }
 
     pub fn with(limits: StoreLimits, settings: Settings) -> Self {
-        let state = AppState::new(SessionStore::new(limits), settings);
+        let state = AppState::new(Store::memory(SessionStore::new(limits)), settings);
         let router = softprobe::serve::http_service(state.clone());
         Self { state, router }
     }

@@ -1,0 +1,410 @@
+//! Several `softprobe serve` processes on one real `redis-server` (`--store redis://…`) behave
+//! as one runtime: read-your-writes across replicas, `consume: once` exactly once, captures
+//! that survive a killed replica, restarts, and a Redis outage answered with 503s.
+
+mod support;
+
+use prost::Message as _;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::free_port;
+use support::spans::{outbound_get, span, traces};
+
+/// A `redis-server` on a loopback port, with its data in a temporary directory. Append-only
+/// persistence with fsync on every write, so a restart keeps what was acknowledged.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Self::spawn(dir.path(), port);
+        let redis = Self { child, port, dir };
+        redis.wait_ready();
+        redis
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install -y redis-server)")
+    }
+
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.dir.path(), self.port);
+        self.wait_ready();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A runtime process on the shared store.
+struct Replica {
+    child: Child,
+    base: String,
+    _captures: tempfile::TempDir,
+}
+
+impl Replica {
+    async fn start(redis: &Redis) -> Self {
+        let captures = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_softprobe"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--store", &redis.url()])
+            .arg("--capture-dir")
+            .arg(captures.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let replica = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _captures: captures,
+        };
+        let started = Instant::now();
+        while reqwest::get(replica.url("/health")).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "replica did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replica
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn post(url: String, body: String) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn create(replica: &Replica, mode: &str) -> String {
+    let (status, body) = post(
+        replica.url("/v1/sessions"),
+        json!({ "mode": mode }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["sessionId"].as_str().unwrap().to_owned()
+}
+
+fn mock_rules(body: &str, once: bool) -> String {
+    let consume = if once { "once" } else { "many" };
+    json!({"rules": [{
+        "name": "items",
+        "consume": consume,
+        "when": {"direction": "outbound", "path": "/items"},
+        "then": {"action": "mock", "response": {"status": 200, "body": body}}
+    }]})
+    .to_string()
+}
+
+/// Posts an inject lookup; returns the status and the answer's bytes.
+async fn inject(replica: &Replica, session: &str) -> (u16, Vec<u8>) {
+    let response = reqwest::Client::new()
+        .post(replica.url("/v1/inject"))
+        .header("content-type", "application/x-protobuf")
+        .body(outbound_get(session, "/items").encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.bytes().await.unwrap().to_vec())
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_on_one_replica_is_seen_by_the_next_inject_on_any() {
+    let redis = Redis::start();
+    let replicas = [
+        Replica::start(&redis).await,
+        Replica::start(&redis).await,
+        Replica::start(&redis).await,
+    ];
+    let session = create(&replicas[0], "replay").await;
+    let mut stale = Vec::new();
+    for round in 0..300 {
+        let writer = &replicas[round % 3];
+        let reader = &replicas[(round + 1) % 3];
+        let marker = format!("round-{round}-end");
+        let (status, answer) = post(
+            writer.url(&format!("/v1/sessions/{session}/rules")),
+            mock_rules(&marker, false),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["sessionRevision"],
+            round + 1,
+            "revisions are gap-free"
+        );
+        let (status, hit) = inject(reader, &session).await;
+        if status != 200 || !contains(&hit, &marker) {
+            stale.push(round);
+        }
+    }
+    assert!(stale.is_empty(), "stale answers in rounds {stale:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_once_fires_once_across_replicas_and_revisions_stay_gap_free() {
+    let redis = Redis::start();
+    let replicas = [
+        Replica::start(&redis).await,
+        Replica::start(&redis).await,
+        Replica::start(&redis).await,
+    ];
+    for _ in 0..5 {
+        let session = create(&replicas[0], "replay").await;
+        let (status, _) = post(
+            replicas[1].url(&format!("/v1/sessions/{session}/rules")),
+            mock_rules("once-only", true),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let mut injects = tokio::task::JoinSet::new();
+        for n in 0..30 {
+            let url = replicas[n % 3].url("/v1/inject");
+            let body = outbound_get(&session, "/items").encode_to_vec();
+            injects.spawn(async move {
+                let response = reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                response.status().as_u16()
+            });
+        }
+        let statuses = injects.join_all().await;
+        let hits = statuses.iter().filter(|s| **s == 200).count();
+        assert_eq!(hits, 1, "statuses: {statuses:?}");
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 404));
+        // Parallel writes through every replica: each gets its own revision, none skipped.
+        let mut writes = tokio::task::JoinSet::new();
+        for n in 0..30 {
+            let url = replicas[n % 3].url(&format!("/v1/sessions/{session}/policy"));
+            writes.spawn(post(url, r#"{"externalHttp":"allow"}"#.to_owned()));
+        }
+        let mut revisions: Vec<u64> = writes
+            .join_all()
+            .await
+            .into_iter()
+            .map(|(status, body)| {
+                assert_eq!(status, 200, "{body}");
+                body["sessionRevision"].as_u64().unwrap()
+            })
+            .collect();
+        revisions.sort_unstable();
+        assert_eq!(revisions, (2..=31).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_span_acknowledged_by_any_replica_is_in_the_case_though_one_was_killed() {
+    let redis = Redis::start();
+    let mut replicas = vec![
+        Replica::start(&redis).await,
+        Replica::start(&redis).await,
+        Replica::start(&redis).await,
+    ];
+    let session = create(&replicas[0], "capture").await;
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for n in 0..90 {
+        if n == 45 {
+            replicas[1].kill();
+        }
+        let replica = &replicas[n % 3];
+        let marker = format!("span-{n}-end");
+        let batch = traces("orders", vec![span("extract", &session, &[("n", &marker)])]);
+        let sent = client
+            .post(replica.url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(batch.encode_to_vec())
+            .send()
+            .await;
+        if let Ok(response) = sent
+            && response.status() == 200
+        {
+            acknowledged.push(marker);
+        }
+    }
+    assert!(
+        acknowledged.len() >= 75,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    let (status, closed) = post(
+        replicas[2].url(&format!("/v1/sessions/{session}/close")),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    assert!(closed["capturePath"].is_string(), "{closed}");
+    // The case is served by a replica that did not write it.
+    let case = client
+        .get(replicas[0].url(&format!("/v1/captures/{session}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(case.status(), 200);
+    let case = case.text().await.unwrap();
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|m| !case.contains(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the case: {missing:?}"
+    );
+    // Closed everywhere: a late export is refused, not lost silently.
+    let batch = traces("orders", vec![span("extract", &session, &[])]);
+    let late = client
+        .post(replicas[0].url("/v1/traces"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&batch).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let late: Value = late.json().await.unwrap();
+    assert_eq!(late["partialSuccess"]["rejectedSpans"], 1, "{late}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_outlive_replicas_and_a_redis_outage_is_a_503_then_recovers() {
+    let mut redis = Redis::start();
+    let mut first = Replica::start(&redis).await;
+    let session = create(&first, "replay").await;
+    let (status, _) = post(
+        first.url(&format!("/v1/sessions/{session}/rules")),
+        mock_rules("kept-across-restarts", false),
+    )
+    .await;
+    assert_eq!(status, 200);
+    first.kill();
+    let replica = Replica::start(&redis).await;
+    let (status, hit) = inject(&replica, &session).await;
+    assert_eq!(status, 200);
+    assert!(contains(&hit, "kept-across-restarts"));
+
+    redis.stop();
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(replica.url("/v1/sessions"))
+        .body(r#"{"mode":"replay"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    let (status, _) = inject(&replica, &session).await;
+    assert_eq!(
+        status, 503,
+        "inject answers so the proxy's failure mode decides"
+    );
+    let health = reqwest::get(replica.url("/health")).await.unwrap();
+    assert_eq!(
+        health.status(),
+        200,
+        "liveness does not depend on the store"
+    );
+    let ready = reqwest::get(replica.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    redis.restart();
+    let started = Instant::now();
+    loop {
+        let (status, hit) = inject(&replica, &session).await;
+        if status == 200 {
+            assert!(contains(&hit, "kept-across-restarts"));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no recovery: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = reqwest::get(replica.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
