@@ -5,7 +5,6 @@
 use crate::case_index::CaseFile;
 use crate::redis_store::RedisStore;
 use crate::state::AppState;
-use softprobe_pipeline::capture::Captured;
 use softprobe_pipeline::case_file::{CasePaths, WriteError};
 use softprobe_pipeline::mode::Mode;
 use softprobe_pipeline::session::Session;
@@ -75,7 +74,7 @@ async fn close_shared(
     closing: Closing,
 ) -> Result<Option<PathBuf>, CloseError> {
     let id = session.id().to_owned();
-    let Some((seal, sealed)) = redis
+    let Some((seal, captured)) = redis
         .seal(&id, STALE_SEAL)
         .await
         .map_err(CloseError::Store)?
@@ -84,18 +83,14 @@ async fn close_shared(
     };
     if session.mode() != Mode::Capture {
         redis
-            .finish(&id, &seal, None)
+            .finish(&id, &seal, None, captured.bytes)
             .await
             .map_err(CloseError::Store)?;
         state.store.local().evict(&id);
         return Ok(None);
     }
-    let captured = Captured {
-        encoded: sealed.encoded,
-        spans: sealed.spans,
-        bytes: sealed.bytes,
-        dropped_spans: sealed.dropped_spans,
-    };
+    let captured_bytes = captured.bytes;
+    let idle = closing == Closing::Idle;
     let writing = state.clone();
     let written = tokio::task::spawn_blocking(move || {
         let now = SystemTime::now();
@@ -124,7 +119,7 @@ async fn close_shared(
             let file = CaseFile::new(written.path.clone(), &written.metadata);
             state.captures.remember(&id, file);
             redis
-                .finish(&id, &seal, Some(&bytes))
+                .finish(&id, &seal, Some(&bytes), captured_bytes)
                 .await
                 .map_err(CloseError::Store)?;
             state.store.local().evict(&id);
@@ -136,6 +131,10 @@ async fn close_shared(
             }
             if !err.is_refused_path() {
                 state.metrics.capture_write_failed();
+            }
+            // Retried at every sweep; listings on every replica say why meanwhile.
+            if idle && let Err(store) = redis.set_write_error(&id, Some(&err.to_string())).await {
+                tracing::warn!(session_id = id, %store, "Could not record the failed write.");
             }
             Err(CloseError::Write(err))
         }

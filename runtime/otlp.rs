@@ -162,24 +162,41 @@ async fn export(state: &AppState, received: Received) -> Result<ExportOutcome, E
         accepted: 0,
         refused: batches.refused,
     };
+    let mut kept = Vec::with_capacity(batches.batches.len());
     for batch in batches.batches {
         if batch.session.capture.is_none() {
             outcome.accepted += batch.count as u64;
-            continue;
-        }
-        let encoded = batch.spans.encoded();
-        let appended = redis
-            .append(batch.session.id(), &encoded, batch.count)
-            .await
-            .map_err(unavailable)?;
-        let count = batch.count as u64;
-        match appended {
-            Appended::Kept => outcome.accepted += count,
-            Appended::Full => outcome.refused.buffer_full += count,
-            Appended::Gone => outcome.refused.unknown_session += count,
+        } else {
+            kept.push((batch.session, batch.count, batch.spans.encoded()));
         }
     }
-    Ok(outcome)
+    // The whole export is held against the shared budget first, so a refusal (which
+    // exporters retry) never leaves part of it behind as a duplicate.
+    let total = kept.iter().map(|(_, _, encoded)| encoded.len()).sum();
+    redis.reserve(total).await.map_err(unavailable)??;
+    let (mut appended, mut failure) = (0, None);
+    for (session, count, encoded) in kept {
+        let count = count as u64;
+        match redis.append(session.id(), &encoded, count as usize).await {
+            Ok(Appended::Kept) => {
+                outcome.accepted += count;
+                appended += encoded.len();
+            }
+            Ok(Appended::Full) => outcome.refused.buffer_full += count,
+            Ok(Appended::Gone) => outcome.refused.unknown_session += count,
+            // The export is answered 503 and retried; sessions appended before this one
+            // may then hold its spans twice.
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    redis.release(total - appended).await.map_err(unavailable)?;
+    match failure {
+        Some(err) => Err(unavailable(err)),
+        None => Ok(outcome),
+    }
 }
 
 /// The one mapping from decoding failures to the HTTP wire.

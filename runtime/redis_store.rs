@@ -17,7 +17,8 @@
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo as _, Pipeline, RedisFuture, Script, Value};
-use softprobe_pipeline::capture::CaptureLimits;
+use softprobe_pipeline::budget::OverBudget;
+use softprobe_pipeline::capture::{CaptureLimits, Captured};
 use softprobe_pipeline::mode::Mode;
 use softprobe_pipeline::store::{DocumentKind, StoreError, StoreLimits};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,8 @@ pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The global set of live sessions.
 const SESSIONS: &str = "softprobe:sessions";
+/// Bytes of every open capture, across replicas (`--max-capture-bytes-total`).
+const CAPTURE_BYTES: &str = "softprobe:capture-bytes";
 
 /// A connection to one Redis server or to a Redis Cluster; cheap to clone (multiplexed).
 #[derive(Clone)]
@@ -66,6 +69,8 @@ impl ConnectionLike for Connection {
 /// What `--store` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
+    /// `memory`: this process's memory, the default.
+    Memory,
     /// One server: `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS.
     Single(String),
     /// A cluster, by one or more of its nodes: `redis+cluster://host:port[,host:port…]`
@@ -77,7 +82,10 @@ impl std::str::FromStr for StoreUrl {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Self, String> {
-        let usage = "expected redis://host:port[/db], rediss://…, or redis+cluster://host:port[,host:port…]";
+        let usage = "expected memory, redis://host:port[/db], rediss://…, or redis+cluster://host:port[,host:port…]";
+        if url == "memory" {
+            return Ok(Self::Memory);
+        }
         if let Some((scheme, rest)) = url.split_once("+cluster://") {
             if scheme != "redis" && scheme != "rediss" {
                 return Err(format!("unknown store scheme in {url:?}; {usage}"));
@@ -137,21 +145,6 @@ pub enum Appended {
     Full,
 }
 
-/// A session sealed by a close: what its case is written from.
-#[derive(Debug)]
-pub struct Sealed {
-    /// The capture's trace documents, in order.
-    pub encoded: Vec<bytes::Bytes>,
-    /// Spans kept.
-    pub spans: usize,
-    /// Bytes kept.
-    pub bytes: usize,
-    /// Spans dropped by a limit.
-    pub dropped_spans: u64,
-    /// The case loaded into the session, as posted.
-    pub case: Option<bytes::Bytes>,
-}
-
 /// A session's counters, as `…/stats` reports them.
 pub const STAT_FIELDS: [&str; 6] = [
     "injectedSpans",
@@ -172,6 +165,7 @@ pub struct RedisStore {
     case_ttl: Duration,
     capture: CaptureLimits,
     max_sessions: usize,
+    max_capture_bytes_total: usize,
 }
 
 fn key(id: &str, suffix: &str) -> String {
@@ -200,6 +194,13 @@ redis.call('HSET', KEYS[1], 'mode', ARGV[1], 'rev', 0, 'closed', 0)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'policy', ARGV[2], 'policy_rev', 0) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1";
+
+/// Takes ARGV[1] bytes from the global capture budget of ARGV[2], or answers what is in use.
+const RESERVE: &str = r"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -1 - used end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+return 0";
 
 /// Replaces one document: the revision goes up by exactly one, whichever replica writes.
 const REPLACE: &str = r"
@@ -246,11 +247,11 @@ return 1";
 /// Seals a session for its close and returns what its case is written from. A seal older
 /// than ARGV[2] ms (its closer died) may be taken over.
 const SEAL: &str = r"
-local h = redis.call('HMGET', KEYS[1], 'closed', 'cap_spans', 'cap_bytes', 'droppedSpans', 'case')
+local h = redis.call('HMGET', KEYS[1], 'closed', 'cap_spans', 'cap_bytes', 'droppedSpans')
 if not h[1] then return -1 end
 if h[1] ~= '0' and tonumber(ARGV[1]) - tonumber(h[1]) < tonumber(ARGV[2]) then return -2 end
 redis.call('HSET', KEYS[1], 'closed', ARGV[1])
-return {h[2] or '0', h[3] or '0', h[4] or '0', h[5] or '', redis.call('LRANGE', KEYS[2], 0, -1)}";
+return {h[2] or '0', h[3] or '0', h[4] or '0', redis.call('LRANGE', KEYS[2], 0, -1)}";
 
 /// Stores a written case and removes the session; only the closer that sealed it may.
 const FINISH: &str = r"
@@ -276,6 +277,7 @@ impl RedisStore {
             .ok()
             .filter(|p| !p.is_empty());
         let connection = match url {
+            StoreUrl::Memory => return Err("the memory store is not Redis".to_owned()),
             StoreUrl::Single(url) => {
                 let mut info = url
                     .as_str()
@@ -327,6 +329,7 @@ impl RedisStore {
             case_ttl,
             capture: limits.capture,
             max_sessions: limits.max_sessions,
+            max_capture_bytes_total: limits.max_capture_bytes_total,
         };
         store.ping().await.map_err(|err| err.to_string())?;
         Ok(store)
@@ -577,15 +580,72 @@ impl RedisStore {
         })
     }
 
+    /// Holds `bytes` against the capture budget shared by every replica, for an export to be
+    /// appended whole or refused whole.
+    pub async fn reserve(&self, bytes: usize) -> Result<Result<(), OverBudget>, StoreError> {
+        let limit = self.max_capture_bytes_total;
+        let answer: i64 = self
+            .script(
+                RESERVE,
+                &[CAPTURE_BYTES],
+                &[bytes.to_string().as_bytes(), limit.to_string().as_bytes()],
+            )
+            .await?;
+        Ok(match answer {
+            0 => Ok(()),
+            used => Err(OverBudget {
+                what: "capture buffers",
+                flag: "--max-capture-bytes-total",
+                limit,
+                used: usize::try_from(-1 - used).unwrap_or(0),
+                wanted: bytes,
+            }),
+        })
+    }
+
+    /// Gives bytes back to the shared capture budget (refused appends, closed captures).
+    pub async fn release(&self, bytes: usize) -> Result<(), StoreError> {
+        if bytes > 0 {
+            let _: i64 = self
+                .run(redis::cmd("DECRBY").arg(CAPTURE_BYTES).arg(bytes))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records why a session's case could not be written (`None`: it was), for listings on
+    /// any replica.
+    pub async fn set_write_error(&self, id: &str, error: Option<&str>) -> Result<(), StoreError> {
+        let mut cmd = match error {
+            Some(error) => {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(key(id, "s")).arg("write_error").arg(error);
+                cmd
+            }
+            None => {
+                let mut cmd = redis::cmd("HDEL");
+                cmd.arg(key(id, "s")).arg("write_error");
+                cmd
+            }
+        };
+        let _: i64 = self.run(&mut cmd).await?;
+        Ok(())
+    }
+
+    /// Why the session's case could not be written, if it could not.
+    pub async fn write_error(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.run(redis::cmd("HGET").arg(key(id, "s")).arg("write_error"))
+            .await
+    }
+
     /// The capture so far, without sealing (a live download); `None` when unknown.
-    pub async fn peek(&self, id: &str) -> Result<Option<Sealed>, StoreError> {
+    pub async fn peek(&self, id: &str) -> Result<Option<Captured>, StoreError> {
         let hash = key(id, "s");
-        let (closed, spans, bytes, dropped, case): (
+        let (closed, spans, bytes, dropped): (
             Option<String>,
             Option<usize>,
             Option<usize>,
             Option<u64>,
-            Option<Vec<u8>>,
         ) = self
             .run(
                 redis::cmd("HMGET")
@@ -593,8 +653,7 @@ impl RedisStore {
                     .arg("closed")
                     .arg("cap_spans")
                     .arg("cap_bytes")
-                    .arg("droppedSpans")
-                    .arg("case"),
+                    .arg("droppedSpans"),
             )
             .await?;
         if closed.is_none() {
@@ -603,12 +662,11 @@ impl RedisStore {
         let encoded: Vec<Vec<u8>> = self
             .run(redis::cmd("LRANGE").arg(key(id, "cap")).arg(0).arg(-1))
             .await?;
-        Ok(Some(Sealed {
+        Ok(Some(Captured {
             encoded: encoded.into_iter().map(bytes::Bytes::from).collect(),
             spans: spans.unwrap_or(0),
             bytes: bytes.unwrap_or(0),
             dropped_spans: dropped.unwrap_or(0),
-            case: case.map(bytes::Bytes::from),
         }))
     }
 
@@ -619,7 +677,7 @@ impl RedisStore {
         &self,
         id: &str,
         stale_after: Duration,
-    ) -> Result<Option<(String, Sealed)>, StoreError> {
+    ) -> Result<Option<(String, Captured)>, StoreError> {
         let seal = now_ms().to_string();
         let reply: Value = self
             .script(
@@ -634,7 +692,7 @@ impl RedisStore {
         let Value::Array(parts) = reply else {
             return Ok(None);
         };
-        let [spans, bytes, dropped, case, encoded] = parts.as_slice() else {
+        let [spans, bytes, dropped, encoded] = parts.as_slice() else {
             return Err(unavailable("unexpected reply to the seal"));
         };
         let number = |v: &Value| -> u64 {
@@ -643,28 +701,27 @@ impl RedisStore {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0)
         };
-        let case: Vec<u8> = redis::from_redis_value(case.clone()).map_err(unavailable)?;
         let encoded: Vec<Vec<u8>> =
             redis::from_redis_value(encoded.clone()).map_err(unavailable)?;
         Ok(Some((
             seal,
-            Sealed {
+            Captured {
                 encoded: encoded.into_iter().map(bytes::Bytes::from).collect(),
                 spans: number(spans) as usize,
                 bytes: number(bytes) as usize,
                 dropped_spans: number(dropped),
-                case: (!case.is_empty()).then(|| bytes::Bytes::from(case)),
             },
         )))
     }
 
     /// Finishes a close sealed with `seal`: keeps the written case (if any) for any replica
-    /// to serve, and removes the session.
+    /// to serve, removes the session and gives its `captured_bytes` back to the budget.
     pub async fn finish(
         &self,
         id: &str,
         seal: &str,
         case: Option<&[u8]>,
+        captured_bytes: usize,
     ) -> Result<(), StoreError> {
         let keys = [
             key(id, "s"),
@@ -686,7 +743,7 @@ impl RedisStore {
             )
             .await?;
         let _: i64 = self.run(redis::cmd("ZREM").arg(SESSIONS).arg(id)).await?;
-        Ok(())
+        self.release(captured_bytes).await
     }
 
     /// Reopens a session whose case could not be written.

@@ -8,7 +8,7 @@ use crate::connections::{self, ConnectionBudget, ConnectionLimits};
 use crate::inflight::{CountedBody, InflightBytesLayer};
 use crate::proto::raw::inject_service_server::InjectServiceServer;
 use crate::proto::raw::trace_service_server::TraceServiceServer;
-use crate::redis_store::RedisStore;
+use crate::redis_store::{RedisStore, StoreUrl};
 use crate::state::{AppState, Settings};
 use crate::store::Store;
 use crate::{api, otlp, proto, routes};
@@ -75,8 +75,8 @@ impl Server {
             max_document_bytes_total: args.max_document_bytes_total,
         };
         let store = match &args.store {
-            None => Store::memory(SessionStore::new(limits)),
-            Some(url) => {
+            StoreUrl::Memory => Store::memory(SessionStore::new(limits)),
+            url => {
                 let redis = RedisStore::connect(url, &limits, args.store_case_ttl)
                     .await
                     .map_err(ServeError::Store)?;

@@ -186,7 +186,10 @@ impl Store {
         let mut sessions = Vec::new();
         for id in redis.ids().await? {
             match self.cached(&id).await {
-                Ok(session) => sessions.push(session),
+                Ok(session) => {
+                    session.set_capture_write_error(redis.write_error(&id).await?);
+                    sessions.push(session);
+                }
                 Err(StoreError::UnknownSession) => {}
                 Err(err) => return Err(err),
             }

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use softprobe_pipeline::capture::Captured;
 use softprobe_pipeline::document::Stored;
 use softprobe_pipeline::document::parse_json_object;
 use softprobe_pipeline::mode::Mode;
@@ -320,19 +319,11 @@ pub(super) async fn capture(
         let captured = match (state.store.redis(), &session.capture) {
             (_, None) => return Err(not_found()),
             (None, Some(buffer)) => buffer.contents(),
-            (Some(redis), Some(_)) => {
-                let sealed = redis
-                    .peek(&id)
-                    .await
-                    .map_err(|err| store_error("", err))?
-                    .ok_or_else(not_found)?;
-                Captured {
-                    encoded: sealed.encoded,
-                    spans: sealed.spans,
-                    bytes: sealed.bytes,
-                    dropped_spans: sealed.dropped_spans,
-                }
-            }
+            (Some(redis), Some(_)) => redis
+                .peek(&id)
+                .await
+                .map_err(|err| store_error("", err))?
+                .ok_or_else(not_found)?,
         };
         // The case is rendered in memory from the buffer, at about this many times its size:
         // held against the in-flight budget, rendered off the async workers.
