@@ -108,8 +108,18 @@ async fn inject(state: &AppState, received: Received) -> Result<InjectOutcome, I
             continue;
         }
         if let Some(counter) = shared_counter(&outcome) {
-            let (redis, id) = (redis.clone(), id.clone());
-            tokio::spawn(async move { redis.count(&id, counter).await });
+            // Counted off the answer's path: a stats read may trail it by a moment.
+            let (counting, session) = (redis.clone(), id.clone());
+            tokio::spawn(async move { counting.count(&session, counter).await });
+        }
+        // Misses this decision recorded in the replica's copy are in Redis before the answer,
+        // so a test that reads them next, on any replica, finds them.
+        let misses = match state.store.local().peek(id) {
+            Some(session) => session.misses.take_unshared(),
+            None => Vec::new(),
+        };
+        if !misses.is_empty() {
+            redis.add_misses(id, &misses).await.map_err(unavailable)?;
         }
         return Ok(outcome);
     }

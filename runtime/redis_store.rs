@@ -8,6 +8,7 @@
 //!   (`rules`, `rules_rev`, …), the capture's counters and the session's stats;
 //! - `softprobe:{id}:cap`, a list: the capture's trace documents (OTLP protobuf), in order;
 //! - `softprobe:{id}:fired:case` / `…:fired:session`: the `consume: once` rules used up;
+//! - `softprobe:{id}:misses`: the last misses (JSON), as `…/misses` lists them;
 //! - `softprobe:{id}:case`: a closed capture's case, kept for `--store-case-ttl`.
 //!
 //! and one global sorted set, `softprobe:sessions` (id → last use, ms), for the live-session
@@ -19,6 +20,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo as _, Pipeline, RedisFuture, Script, Value};
 use softprobe_pipeline::budget::OverBudget;
 use softprobe_pipeline::capture::{CaptureLimits, Captured};
+use softprobe_pipeline::misses::{MAX_MISSES, Miss};
 use softprobe_pipeline::mode::Mode;
 use softprobe_pipeline::store::{DocumentKind, StoreError, StoreLimits};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -257,7 +259,19 @@ return {h[2] or '0', h[3] or '0', h[4] or '0', redis.call('LRANGE', KEYS[2], 0, 
 const FINISH: &str = r"
 if redis.call('HGET', KEYS[1], 'closed') ~= ARGV[1] then return 0 end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[3]) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6])
+return 1";
+
+/// Appends misses (JSON) and keeps the last ARGV[1], counting the ones let go.
+const MISSES: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[1])
+if over > 0 then
+  redis.call('LTRIM', KEYS[2], over, -1)
+  redis.call('HINCRBY', KEYS[1], 'missesDropped', over)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1";
 
 /// Reopens a session whose case could not be written.
@@ -514,6 +528,37 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Adds misses (as JSON) to the session's, keeping the last [`MAX_MISSES`].
+    pub async fn add_misses(&self, id: &str, misses: &[Miss]) -> Result<(), StoreError> {
+        let max = MAX_MISSES.to_string();
+        let ttl = self.ttl_ms();
+        let encoded: Vec<Vec<u8>> = misses
+            .iter()
+            .filter_map(|miss| serde_json::to_vec(miss).ok())
+            .collect();
+        let mut args: Vec<&[u8]> = vec![max.as_bytes(), &ttl];
+        args.extend(encoded.iter().map(Vec::as_slice));
+        let _: i64 = self
+            .script(MISSES, &[&key(id, "s"), &key(id, "misses")], &args)
+            .await?;
+        Ok(())
+    }
+
+    /// The session's kept misses (JSON, oldest first) and how many older ones were let go.
+    pub async fn misses(&self, id: &str) -> Result<(Vec<serde_json::Value>, u64), StoreError> {
+        let kept: Vec<Vec<u8>> = self
+            .run(redis::cmd("LRANGE").arg(key(id, "misses")).arg(0).arg(-1))
+            .await?;
+        let dropped: Option<u64> = self
+            .run(redis::cmd("HGET").arg(key(id, "s")).arg("missesDropped"))
+            .await?;
+        let kept = kept
+            .iter()
+            .filter_map(|miss| serde_json::from_slice(miss).ok())
+            .collect();
+        Ok((kept, dropped.unwrap_or(0)))
+    }
+
     /// Marks a session used now (for idle expiry) and keeps its keys alive.
     pub async fn touch(&self, id: &str) -> Result<(), StoreError> {
         let ttl = self.key_ttl.as_millis() as u64;
@@ -729,6 +774,7 @@ impl RedisStore {
             key(id, "fired:case"),
             key(id, "fired:session"),
             key(id, "case"),
+            key(id, "misses"),
         ];
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let _: i64 = self

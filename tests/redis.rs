@@ -81,6 +81,106 @@ impl Drop for Redis {
     }
 }
 
+/// A local Redis Cluster of three masters (no replicas), each on a loopback port.
+struct Cluster {
+    nodes: Vec<Child>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                let node_dir = dir.path().join(port.to_string());
+                std::fs::create_dir(&node_dir).unwrap();
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .arg("--dir")
+                    .arg(&node_dir)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server must be installed (apt-get install -y redis-server)")
+            })
+            .collect();
+        let cluster = Self {
+            nodes,
+            ports,
+            _dir: dir,
+        };
+        for port in &cluster.ports {
+            let started = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "node did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed with redis-server");
+        assert!(created.success());
+        // Every slot served before a runtime connects.
+        let started = Instant::now();
+        loop {
+            let info = Command::new("redis-cli")
+                .args(["-p", &cluster.ports[0].to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "cluster not ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
 /// A runtime process on the shared store.
 struct Replica {
     child: Child,
@@ -90,12 +190,16 @@ struct Replica {
 
 impl Replica {
     async fn start(redis: &Redis) -> Self {
+        Self::on(&redis.url()).await
+    }
+
+    async fn on(store: &str) -> Self {
         let captures = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_softprobe"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--store", &redis.url()])
+            .args(["--store", store])
             .arg("--capture-dir")
             .arg(captures.path())
             .stderr(Stdio::null())
@@ -215,6 +319,23 @@ async fn a_write_answered_on_one_replica_is_seen_by_the_next_inject_on_any() {
         }
     }
     assert!(stale.is_empty(), "stale answers in rounds {stale:?}");
+    // A miss on one replica is listed by another.
+    let lookup = outbound_get(&session, "/not-mocked").encode_to_vec();
+    let missed = reqwest::Client::new()
+        .post(replicas[1].url("/v1/inject"))
+        .header("content-type", "application/x-protobuf")
+        .body(lookup)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missed.status(), 404);
+    let misses: Value = reqwest::get(replicas[2].url(&format!("/v1/sessions/{session}/misses")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(misses["misses"][0]["path"], "/not-mocked", "{misses}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,4 +528,70 @@ async fn sessions_outlive_replicas_and_a_redis_outage_is_a_503_then_recovers() {
     }
     let ready = reqwest::get(replica.url("/ready")).await.unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_a_redis_cluster_behave_as_one_runtime() {
+    let cluster = Cluster::start();
+    let replicas = [
+        Replica::on(&cluster.url()).await,
+        Replica::on(&cluster.url()).await,
+        Replica::on(&cluster.url()).await,
+    ];
+    // Sessions land on different slots, hence different masters.
+    let mut sessions = Vec::new();
+    for n in 0..6 {
+        sessions.push(create(&replicas[n % 3], "replay").await);
+    }
+    for round in 0..60 {
+        let session = &sessions[round % sessions.len()];
+        let marker = format!("cluster-{round}-end");
+        let (status, answer) = post(
+            replicas[round % 3].url(&format!("/v1/sessions/{session}/rules")),
+            mock_rules(&marker, false),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, hit) = inject(&replicas[(round + 2) % 3], session).await;
+        assert_eq!(status, 200);
+        assert!(contains(&hit, &marker), "stale answer in round {round}");
+    }
+    let listed: Value = reqwest::get(replicas[1].url("/v1/sessions"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 6, "{listed}");
+
+    let capture = create(&replicas[0], "capture").await;
+    for n in 0..9 {
+        let batch = traces(
+            "orders",
+            vec![span("extract", &capture, &[("n", &format!("c-{n}-end"))])],
+        );
+        let response = reqwest::Client::new()
+            .post(replicas[n % 3].url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(batch.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let (status, closed) = post(
+        replicas[1].url(&format!("/v1/sessions/{capture}/close")),
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    let case = reqwest::get(replicas[2].url(&format!("/v1/captures/{capture}")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for n in 0..9 {
+        assert!(case.contains(&format!("c-{n}-end")), "span {n} missing");
+    }
 }

@@ -260,14 +260,16 @@ impl SessionStore {
             .sessions
             .entry(Arc::from(id))
             .or_insert_with(|| {
-                Arc::new(Session::new(
+                let session = Session::new(
                     Arc::from(id),
                     mode,
                     Snapshot::default(),
                     self.now_ms(),
                     self.limits.capture,
                     &self.capture_budget,
-                ))
+                );
+                session.misses.share();
+                Arc::new(session)
             })
             .value()
             .clone();

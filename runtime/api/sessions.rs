@@ -246,7 +246,19 @@ pub(super) async fn misses(
         .get(&id)
         .await
         .map_err(|err| store_error("", err))?;
-    let (misses, dropped) = session.misses.snapshot();
+    let (misses, dropped) = match state.store.redis() {
+        None => {
+            let (misses, dropped) = session.misses.snapshot();
+            (json!(misses), dropped)
+        }
+        Some(redis) => {
+            let (misses, dropped) = redis
+                .misses(&id)
+                .await
+                .map_err(|err| store_error("", err))?;
+            (json!(misses), dropped)
+        }
+    };
     Ok(Json(json!({
         "sessionId": session.id(),
         "misses": misses,
