@@ -133,7 +133,7 @@ async fn close_shared(
                 state.metrics.capture_write_failed();
             }
             // Retried at every sweep; listings on every replica say why meanwhile.
-            if idle && let Err(store) = redis.set_write_error(&id, Some(&err.to_string())).await {
+            if idle && let Err(store) = redis.set_write_error(&id, &err.to_string()).await {
                 tracing::warn!(session_id = id, %store, "Could not record the failed write.");
             }
             Err(CloseError::Write(err))

@@ -84,6 +84,27 @@ async fn inject(state: &AppState, received: Received) -> Result<InjectOutcome, I
     let Some(redis) = state.store.redis() else {
         return run(received, move |received| pipelines.inject(&received)).await;
     };
+    // A proxy waits on this answer: a slow store gets a quick 503 and the proxy's failure
+    // mode decides, rather than the proxy's own (longer) timeout.
+    tokio::time::timeout(INJECT_STORE_BUDGET, inject_shared(state, redis, received))
+        .await
+        .unwrap_or_else(|_| {
+            Err(InjectError::Unavailable(format!(
+                "no answer within {} ms",
+                INJECT_STORE_BUDGET.as_millis()
+            )))
+        })
+}
+
+/// How long an inject may wait on Redis in all.
+const INJECT_STORE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+
+async fn inject_shared(
+    state: &AppState,
+    redis: &crate::redis_store::RedisStore,
+    received: Received,
+) -> Result<InjectOutcome, InjectError> {
+    let pipelines = state.pipelines.clone();
     let unavailable = |err: StoreError| InjectError::Unavailable(err.to_string());
     let id = pipelines.inject_session(&received)?;
     if let Some(id) = &id {

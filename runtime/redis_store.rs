@@ -658,22 +658,12 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Records why a session's case could not be written (`None`: it was), for listings on
-    /// any replica.
-    pub async fn set_write_error(&self, id: &str, error: Option<&str>) -> Result<(), StoreError> {
-        let mut cmd = match error {
-            Some(error) => {
-                let mut cmd = redis::cmd("HSET");
-                cmd.arg(key(id, "s")).arg("write_error").arg(error);
-                cmd
-            }
-            None => {
-                let mut cmd = redis::cmd("HDEL");
-                cmd.arg(key(id, "s")).arg("write_error");
-                cmd
-            }
-        };
-        let _: i64 = self.run(&mut cmd).await?;
+    /// Records why a session's case could not be written, for listings on any replica (the
+    /// field goes with the session once a retry writes it).
+    pub async fn set_write_error(&self, id: &str, error: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key(id, "s")).arg("write_error").arg(error);
+        let _: i64 = self.run(&cmd).await?;
         Ok(())
     }
 

@@ -2,6 +2,8 @@
 //! as one runtime: read-your-writes across replicas, `consume: once` exactly once, captures
 //! that survive a killed replica, restarts, and a Redis outage answered with 503s.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
 mod support;
 
 use prost::Message as _;
@@ -396,7 +398,7 @@ async fn consume_once_fires_once_across_replicas_and_revisions_stay_gap_free() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_span_acknowledged_by_any_replica_is_in_the_case_though_one_was_killed() {
     let redis = Redis::start();
-    let mut replicas = vec![
+    let mut replicas = [
         Replica::start(&redis).await,
         Replica::start(&redis).await,
         Replica::start(&redis).await,
@@ -528,6 +530,44 @@ async fn sessions_outlive_replicas_and_a_redis_outage_is_a_503_then_recovers() {
     }
     let ready = reqwest::get(replica.url("/ready")).await.unwrap();
     assert_eq!(ready.status(), 200);
+
+    // A Redis that hangs (stopped, connections open) costs an inject at most half a second
+    // and a control call a few, then both recover when it resumes.
+    let pid = redis.child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let (status, _) = inject(&replica, &session).await;
+    assert_eq!(status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let (status, body) = post(replica.url("/v1/sessions"), r#"{"mode":"replay"}"#.into()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    signal("-CONT");
+    let started = Instant::now();
+    loop {
+        let (status, _) = inject(&replica, &session).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no recovery: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
