@@ -97,7 +97,7 @@ async fn inject(state: &AppState, received: Received) -> Result<InjectOutcome, I
 }
 
 /// How long an inject may wait on Redis in all.
-const INJECT_STORE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+const INJECT_STORE_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn inject_shared(
     state: &AppState,
@@ -182,8 +182,10 @@ async fn export(state: &AppState, received: Received) -> Result<ExportOutcome, E
     let unavailable = |err: StoreError| ExportError::Unavailable(err.to_string());
     let receiving = pipelines.clone();
     let spans = run(received, move |received| receiving.receive_export(received)).await?;
+    // Spans mark their session used, as an inject does: a capture fed only by exports
+    // (a Collector forwarding) must not expire while its spans arrive.
     for id in spans.session_ids()? {
-        match state.store.cached(&id).await {
+        match state.store.get(&id).await {
             Ok(_) | Err(StoreError::UnknownSession) => {}
             Err(err) => return Err(unavailable(err)),
         }

@@ -204,6 +204,17 @@ if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -1 - used end
 redis.call('INCRBY', KEYS[1], ARGV[1])
 return 0";
 
+/// Keeps every key of a session alive for ARGV[1] ms more.
+const KEEP_ALIVE: &str = r"
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[1]) end
+return 1";
+
+/// Claims a `consume: once` rule; its key expires with the session's.
+const CLAIM: &str = r"
+local claimed = redis.call('HSETNX', KEYS[1], ARGV[1], 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return claimed";
+
 /// Replaces one document: the revision goes up by exactly one, whichever replica writes.
 const REPLACE: &str = r"
 if redis.call('HGET', KEYS[1], 'closed') ~= '0' then return -1 end
@@ -515,7 +526,11 @@ impl RedisStore {
     pub async fn claim(&self, id: &str, layer: &str, position: usize) -> Result<bool, StoreError> {
         let fired = key(id, &format!("fired:{layer}"));
         let claimed: i64 = self
-            .run(redis::cmd("HSETNX").arg(&fired).arg(position).arg(1))
+            .script(
+                CLAIM,
+                &[&fired],
+                &[position.to_string().as_bytes(), &self.ttl_ms()],
+            )
             .await?;
         Ok(claimed == 1)
     }
@@ -571,8 +586,10 @@ impl RedisStore {
                     .arg(id),
             )
             .await?;
+        let keys = ["s", "cap", "misses", "fired:case", "fired:session"].map(|k| key(id, k));
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let _: i64 = self
-            .run(redis::cmd("PEXPIRE").arg(key(id, "s")).arg(ttl))
+            .script(KEEP_ALIVE, &keys, &[ttl.to_string().as_bytes()])
             .await?;
         Ok(())
     }

@@ -99,7 +99,7 @@ impl Store {
         if let Some(session) = &cached
             && session.snapshot_guard().revision == head.revision
         {
-            if used && self.local.unused_for(session) >= TOUCH_EVERY {
+            if used {
                 self.touch(redis, session);
             }
             return Ok(session.clone());
@@ -119,10 +119,12 @@ impl Store {
         Ok(session)
     }
 
-    /// Tells Redis the session is in use, off the request path. The cached copy's last use
-    /// is when this replica last told Redis.
+    /// Tells Redis the session is in use, at most every [`TOUCH_EVERY`] per replica, off the
+    /// request path.
     fn touch(&self, redis: &RedisStore, session: &Arc<Session>) {
-        self.local.mark_used(session);
+        if !self.local.report_due(session, TOUCH_EVERY) {
+            return;
+        }
         let (redis, id) = (redis.clone(), session.id().to_owned());
         tokio::spawn(async move {
             if let Err(err) = redis.touch(&id).await {

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use support::free_port;
 use support::spans::{outbound_get, span, traces};
 
+/// Each test runs several runtime processes: one test at a time, so a loaded CI machine does
+/// not starve them into timeouts.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A `redis-server` on a loopback port, with its data in a temporary directory. Append-only
 /// persistence with fsync on every write, so a restart keeps what was acknowledged.
 struct Redis {
@@ -196,6 +200,10 @@ impl Replica {
     }
 
     async fn on(store: &str) -> Self {
+        Self::with(store, &[]).await
+    }
+
+    async fn with(store: &str, extra: &[&str]) -> Self {
         let captures = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_softprobe"))
@@ -204,6 +212,7 @@ impl Replica {
             .args(["--store", store])
             .arg("--capture-dir")
             .arg(captures.path())
+            .args(extra)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -292,6 +301,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answered_on_one_replica_is_seen_by_the_next_inject_on_any() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
     let replicas = [
         Replica::start(&redis).await,
@@ -342,6 +352,7 @@ async fn a_write_answered_on_one_replica_is_seen_by_the_next_inject_on_any() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_once_fires_once_across_replicas_and_revisions_stay_gap_free() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
     let replicas = [
         Replica::start(&redis).await,
@@ -397,6 +408,7 @@ async fn consume_once_fires_once_across_replicas_and_revisions_stay_gap_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_span_acknowledged_by_any_replica_is_in_the_case_though_one_was_killed() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
     let mut replicas = [
         Replica::start(&redis).await,
@@ -468,6 +480,7 @@ async fn every_span_acknowledged_by_any_replica_is_in_the_case_though_one_was_ki
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_outlive_replicas_and_a_redis_outage_is_a_503_then_recovers() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut redis = Redis::start();
     let mut first = Replica::start(&redis).await;
     let session = create(&first, "replay").await;
@@ -531,8 +544,8 @@ async fn sessions_outlive_replicas_and_a_redis_outage_is_a_503_then_recovers() {
     let ready = reqwest::get(replica.url("/ready")).await.unwrap();
     assert_eq!(ready.status(), 200);
 
-    // A Redis that hangs (stopped, connections open) costs an inject at most half a second
-    // and a control call a few, then both recover when it resumes.
+    // A Redis that hangs (stopped, connections open) costs an inject at most a second and a
+    // control call a few, then both recover when it resumes.
     let pid = redis.child.id().to_string();
     let signal = |name: &str| {
         let status = Command::new("kill").args([name, &pid]).status().unwrap();
@@ -572,6 +585,7 @@ async fn sessions_outlive_replicas_and_a_redis_outage_is_a_503_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_a_redis_cluster_behave_as_one_runtime() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = Cluster::start();
     let replicas = [
         Replica::on(&cluster.url()).await,
@@ -633,5 +647,87 @@ async fn three_replicas_on_a_redis_cluster_behave_as_one_runtime() {
         .unwrap();
     for n in 0..9 {
         assert!(case.contains(&format!("c-{n}-end")), "span {n} missing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_limit_and_idle_expiry_span_every_replica() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let redis = Redis::start();
+    let flags = ["--max-sessions", "2", "--session-idle-timeout", "2s"];
+    let a = Replica::with(&redis.url(), &flags).await;
+    let b = Replica::with(&redis.url(), &flags).await;
+    let capture = create(&a, "capture").await;
+    create(&b, "replay").await;
+    let (status, refused) = post(a.url("/v1/sessions"), r#"{"mode":"replay"}"#.into()).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "too_many_sessions");
+
+    // Spans keep the capture alive past the idle timeout; then, unused, one replica writes
+    // its case and either serves it.
+    for n in 0..4 {
+        let batch = traces(
+            "orders",
+            vec![span(
+                "extract",
+                &capture,
+                &[("n", &format!("idle-{n}-end"))],
+            )],
+        );
+        let response = reqwest::Client::new()
+            .post(b.url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(batch.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    let stats = reqwest::get(a.url(&format!("/v1/sessions/{capture}/stats")))
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 200, "still open while used");
+    // Listing does not count as use; wait until the capture is gone from it.
+    let started = Instant::now();
+    loop {
+        let listed: Value = reqwest::get(b.url("/v1/sessions"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = listed["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["sessionId"].as_str())
+            .collect();
+        if !ids.contains(&capture.as_str()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let case = reqwest::get(a.url(&format!("/v1/captures/{capture}")))
+        .await
+        .unwrap();
+    assert_eq!(case.status(), 200);
+    let case = case.text().await.unwrap();
+    for n in 0..4 {
+        assert!(case.contains(&format!("idle-{n}-end")), "span {n} missing");
+    }
+    // The expired sessions freed their places.
+    let started = Instant::now();
+    while post(a.url("/v1/sessions"), r#"{"mode":"replay"}"#.into())
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "places never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -76,6 +76,8 @@ pub struct Session {
     writes: Mutex<()>,
     closed: AtomicBool,
     last_used_ms: AtomicU64,
+    /// When a shared store was last told this session is in use.
+    reported_ms: AtomicU64,
     /// Counters.
     pub stats: Stats,
     /// The capture buffer (capture sessions only).
@@ -109,6 +111,7 @@ impl Session {
             writes: Mutex::new(()),
             closed: AtomicBool::new(false),
             last_used_ms: AtomicU64::new(now_ms),
+            reported_ms: AtomicU64::new(0),
             stats: Stats::default(),
             capture: (mode == Mode::Capture)
                 .then(|| crate::capture::CaptureBuffer::new(capture, capture_budget)),
@@ -149,6 +152,17 @@ impl Session {
 
     pub(crate) fn touch(&self, now_ms: u64) {
         self.last_used_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Whether a shared store should be told again that the session is in use (at most once
+    /// per `every_ms`); true for one caller only.
+    pub(crate) fn report_due(&self, now_ms: u64, every_ms: u64) -> bool {
+        let reported = self.reported_ms.load(Ordering::Relaxed);
+        (reported == 0 || now_ms.saturating_sub(reported) >= every_ms)
+            && self
+                .reported_ms
+                .compare_exchange(reported, now_ms.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub(crate) fn last_used_ms(&self) -> u64 {

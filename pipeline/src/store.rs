@@ -306,14 +306,10 @@ impl SessionStore {
         (!session.is_closed()).then_some(session)
     }
 
-    /// Marks a session used now.
-    pub fn mark_used(&self, session: &Session) {
-        session.touch(self.now_ms());
-    }
-
-    /// How long ago this process last used a session.
-    pub fn unused_for(&self, session: &Session) -> Duration {
-        Duration::from_millis(self.now_ms().saturating_sub(session.last_used_ms()))
+    /// Whether a shared store should be told again that `session` is in use: at most once
+    /// per `every`, and true for one caller only.
+    pub fn report_due(&self, session: &Session, every: Duration) -> bool {
+        session.report_due(self.now_ms(), every.as_millis() as u64)
     }
 
     /// Forgets the cached copy of a session whose shared original is gone.
