@@ -600,6 +600,16 @@ pub struct ServeArgs {
     /// of this time, then the process exits.
     #[arg(long, env = "SOFTPROBE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Where sessions and captures live: `memory` (this process), or Redis shared by every
+    /// runtime pointed at it: `redis://[:password@]host:port[/db]`, `rediss://…` (TLS), or
+    /// `redis+cluster://host:port[,host:port…]`. A password may also come from
+    /// SOFTPROBE_STORE_PASSWORD.
+    #[arg(long, env = "SOFTPROBE_STORE_URL", default_value = "memory")]
+    pub store: crate::redis_store::StoreUrl,
+    /// With --store: how long a closed capture's case stays in Redis, fetchable from any
+    /// replica (`GET /v1/captures/{id}`).
+    #[arg(long, env = "SOFTPROBE_STORE_CASE_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub store_case_ttl: Duration,
 }
 
 /// The tracing filter: `RUST_LOG` when set, else `SOFTPROBE_LOG_LEVEL` (`debug`, `info`,

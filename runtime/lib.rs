@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod otlp;
 pub mod proto;
 pub mod proxy;
+pub mod redis_store;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod store;

@@ -7,6 +7,7 @@ use crate::api::RawBody;
 use crate::api::error::ApiError;
 use crate::metrics::InjectResult;
 use crate::proto::raw;
+use crate::redis_store::Appended;
 use crate::routes;
 use crate::state::AppState;
 use axum::Router;
@@ -22,6 +23,8 @@ use prost::Message as _;
 use softprobe_pipeline::export::{ExportError, ExportOutcome};
 use softprobe_pipeline::inject::{ForwardReason, InjectError, InjectOutcome};
 use softprobe_pipeline::otlp::{DecodeError, Encoding, Received};
+use softprobe_pipeline::store::StoreError;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The miss body, as the reference runtime words it.
@@ -74,6 +77,161 @@ async fn run<T: Send + 'static>(
         .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
 }
 
+/// Inject over the session store. With Redis, the lookup's session is first brought up to date
+/// (one round trip), a `consume: once` rule is claimed there, and the outcome is counted there.
+async fn inject(state: &AppState, received: Received) -> Result<InjectOutcome, InjectError> {
+    let pipelines = state.pipelines.clone();
+    let Some(redis) = state.store.redis() else {
+        return run(received, move |received| pipelines.inject(&received)).await;
+    };
+    // A proxy waits on this answer: a slow store gets a quick 503 and the proxy's failure
+    // mode decides, rather than the proxy's own (longer) timeout.
+    tokio::time::timeout(INJECT_STORE_BUDGET, inject_shared(state, redis, received))
+        .await
+        .unwrap_or_else(|_| {
+            Err(InjectError::Unavailable(format!(
+                "no answer within {} ms",
+                INJECT_STORE_BUDGET.as_millis()
+            )))
+        })
+}
+
+/// How long an inject may wait on Redis in all.
+const INJECT_STORE_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn inject_shared(
+    state: &AppState,
+    redis: &crate::redis_store::RedisStore,
+    received: Received,
+) -> Result<InjectOutcome, InjectError> {
+    let pipelines = state.pipelines.clone();
+    let unavailable = |err: StoreError| InjectError::Unavailable(err.to_string());
+    let id = pipelines.inject_session(&received)?;
+    if let Some(id) = &id {
+        match state.store.get(id).await {
+            Ok(_) | Err(StoreError::UnknownSession) => {}
+            Err(err) => return Err(unavailable(err)),
+        }
+    }
+    let received = Arc::new(received);
+    loop {
+        let (pipelines, shared) = (pipelines.clone(), received.clone());
+        let outcome = run_shared(shared, move |received| pipelines.inject(received)).await?;
+        let Some(id) = &id else { return Ok(outcome) };
+        if let InjectOutcome::Hit(hit) = &outcome
+            && let Some((layer, position)) = hit.consumed
+            && !redis
+                .claim(id, layer, position)
+                .await
+                .map_err(unavailable)?
+        {
+            // Used up on another replica; this replica's copy now knows it too: decide again.
+            continue;
+        }
+        if let Some(counter) = shared_counter(&outcome) {
+            // Counted off the answer's path: a stats read may trail it by a moment.
+            let (counting, session) = (redis.clone(), id.clone());
+            tokio::spawn(async move { counting.count(&session, counter).await });
+        }
+        // Misses this decision recorded in the replica's copy are in Redis before the answer,
+        // so a test that reads them next, on any replica, finds them.
+        let misses = match state.store.local().peek(id) {
+            Some(session) => session.misses.take_unshared(),
+            None => Vec::new(),
+        };
+        if !misses.is_empty() {
+            redis.add_misses(id, &misses).await.map_err(unavailable)?;
+        }
+        return Ok(outcome);
+    }
+}
+
+/// The stats counter an inject outcome adds to.
+fn shared_counter(outcome: &InjectOutcome) -> Option<&'static str> {
+    match outcome {
+        InjectOutcome::Hit(hit) => Some(match hit.decision {
+            "error" => "injectedErrors",
+            "strict_miss" => "strictMisses",
+            _ => "injectedSpans",
+        }),
+        InjectOutcome::Forward(ForwardReason::UnknownSession) => None,
+        InjectOutcome::Forward(_) => Some("injectMisses"),
+    }
+}
+
+/// [`run`] for a body read more than once.
+async fn run_shared<T: Send + 'static>(
+    received: Arc<Received>,
+    work: impl FnOnce(&Received) -> T + Send + 'static,
+) -> T {
+    if received.body.len() <= crate::api::OFFLOAD_BYTES {
+        return work(&received);
+    }
+    tokio::task::spawn_blocking(move || work(&received))
+        .await
+        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+}
+
+/// Export over the session store. With Redis, the spans' sessions are brought up to date and
+/// each capture batch is acknowledged only once Redis holds it.
+async fn export(state: &AppState, received: Received) -> Result<ExportOutcome, ExportError> {
+    let pipelines = state.pipelines.clone();
+    let Some(redis) = state.store.redis() else {
+        return run(received, move |received| pipelines.export(received)).await;
+    };
+    let unavailable = |err: StoreError| ExportError::Unavailable(err.to_string());
+    let receiving = pipelines.clone();
+    let spans = run(received, move |received| receiving.receive_export(received)).await?;
+    // Spans mark their session used, as an inject does: a capture fed only by exports
+    // (a Collector forwarding) must not expire while its spans arrive.
+    for id in spans.session_ids()? {
+        match state.store.get(&id).await {
+            Ok(_) | Err(StoreError::UnknownSession) => {}
+            Err(err) => return Err(unavailable(err)),
+        }
+    }
+    let batches = pipelines.batches(spans)?;
+    let mut outcome = ExportOutcome {
+        accepted: 0,
+        refused: batches.refused,
+    };
+    let mut kept = Vec::with_capacity(batches.batches.len());
+    for batch in batches.batches {
+        if batch.session.capture.is_none() {
+            outcome.accepted += batch.count as u64;
+        } else {
+            kept.push((batch.session, batch.count, batch.spans.encoded()));
+        }
+    }
+    // The whole export is held against the shared budget first, so a refusal (which
+    // exporters retry) never leaves part of it behind as a duplicate.
+    let total = kept.iter().map(|(_, _, encoded)| encoded.len()).sum();
+    redis.reserve(total).await.map_err(unavailable)??;
+    let (mut appended, mut failure) = (0, None);
+    for (session, count, encoded) in kept {
+        let count = count as u64;
+        match redis.append(session.id(), &encoded, count as usize).await {
+            Ok(Appended::Kept) => {
+                outcome.accepted += count;
+                appended += encoded.len();
+            }
+            Ok(Appended::Full) => outcome.refused.buffer_full += count,
+            Ok(Appended::Gone) => outcome.refused.unknown_session += count,
+            // The export is answered 503 and retried; sessions appended before this one
+            // may then hold its spans twice.
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    redis.release(total - appended).await.map_err(unavailable)?;
+    match failure {
+        Some(err) => Err(unavailable(err)),
+        None => Ok(outcome),
+    }
+}
+
 /// The one mapping from decoding failures to the HTTP wire.
 fn decode_error(err: &DecodeError) -> ApiError {
     let message = err.to_string();
@@ -123,8 +281,7 @@ pub async fn inject_http(State(state): State<AppState>, request: Request) -> Res
         Ok(received) => received,
         Err(err) => return err.into_response(),
     };
-    let pipelines = state.pipelines.clone();
-    let outcome = run(received, move |received| pipelines.inject(&received)).await;
+    let outcome = inject(&state, received).await;
     count_inject(&state, &outcome, started);
     match outcome {
         Ok(InjectOutcome::Hit(hit)) => {
@@ -153,6 +310,10 @@ pub async fn inject_http(State(state): State<AppState>, request: Request) -> Res
         )
             .into_response(),
         Err(InjectError::Decode(err)) => decode_error(&err).into_response(),
+        // The proxy's failure mode decides the hop.
+        Err(InjectError::Unavailable(reason)) => {
+            ApiError::store_unavailable(&reason).into_response()
+        }
         Err(err) => ApiError::invalid_request(err.to_string()).into_response(),
     }
 }
@@ -196,8 +357,7 @@ pub async fn traces_http(State(state): State<AppState>, request: Request) -> Res
         Ok(received) => received,
         Err(err) => return err.into_response(),
     };
-    let pipelines = state.pipelines.clone();
-    match run(received, move |received| pipelines.export(received)).await {
+    match export(&state, received).await {
         Ok(outcome) => {
             count_export(&state, &outcome);
             let response = export_response(&outcome);
@@ -211,6 +371,9 @@ pub async fn traces_http(State(state): State<AppState>, request: Request) -> Res
             (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         Err(ExportError::OverBudget(over)) => ApiError::over_budget(&over).into_response(),
+        Err(ExportError::Unavailable(reason)) => {
+            ApiError::store_unavailable(&reason).into_response()
+        }
         Err(ExportError::Decode(err)) => decode_error(&err).into_response(),
     }
 }
@@ -244,8 +407,7 @@ impl raw::trace_service_server::TraceService for GrpcServices {
         request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<Bytes>, tonic::Status> {
         let received = Received::protobuf(request.into_inner());
-        let pipelines = self.state.pipelines.clone();
-        match run(received, move |received| pipelines.export(received)).await {
+        match export(&self.state, received).await {
             Ok(outcome) => {
                 count_export(&self.state, &outcome);
                 let response = export_response(&outcome).encode_to_vec();
@@ -253,6 +415,9 @@ impl raw::trace_service_server::TraceService for GrpcServices {
             }
             // Retryable: OTLP exporters retry UNAVAILABLE with backoff.
             Err(ExportError::OverBudget(over)) => Err(tonic::Status::unavailable(over.to_string())),
+            Err(err @ ExportError::Unavailable(_)) => {
+                Err(tonic::Status::unavailable(err.to_string()))
+            }
             Err(ExportError::Decode(err)) => Err(decode_status(&err)),
         }
     }
@@ -267,8 +432,7 @@ impl raw::inject_service_server::InjectService for GrpcServices {
     ) -> Result<tonic::Response<Bytes>, tonic::Status> {
         let started = Instant::now();
         let received = Received::protobuf(request.into_inner());
-        let pipelines = self.state.pipelines.clone();
-        let outcome = run(received, move |received| pipelines.inject(&received)).await;
+        let outcome = inject(&self.state, received).await;
         count_inject(&self.state, &outcome, started);
         match outcome {
             Ok(InjectOutcome::Hit(hit)) => Ok(tonic::Response::new(hit.encode_protobuf().into())),
@@ -277,6 +441,9 @@ impl raw::inject_service_server::InjectService for GrpcServices {
                 reason.as_str()
             ))),
             Err(InjectError::Decode(err)) => Err(decode_status(&err)),
+            Err(err @ InjectError::Unavailable(_)) => {
+                Err(tonic::Status::unavailable(err.to_string()))
+            }
             Err(err) => Err(tonic::Status::invalid_argument(err.to_string())),
         }
     }

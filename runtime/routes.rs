@@ -3,6 +3,8 @@
 
 /// Liveness and versions; never needs auth.
 pub const HEALTH: &str = "/health";
+/// Readiness: whether the session store answers; never needs auth.
+pub const READY: &str = "/ready";
 /// Prometheus metrics; never needs auth.
 pub const METRICS: &str = "/metrics";
 /// The OpenAPI document; never needs auth.
@@ -39,6 +41,7 @@ pub const TRACES: &str = "/v1/traces";
 /// Every (method, path) the HTTP API serves; the OpenAPI document must list exactly these.
 pub const ALL: &[(&str, &str)] = &[
     ("GET", HEALTH),
+    ("GET", READY),
     ("GET", METRICS),
     ("GET", OPENAPI),
     ("GET", META),

@@ -8,7 +8,9 @@ use crate::connections::{self, ConnectionBudget, ConnectionLimits};
 use crate::inflight::{CountedBody, InflightBytesLayer};
 use crate::proto::raw::inject_service_server::InjectServiceServer;
 use crate::proto::raw::trace_service_server::TraceServiceServer;
+use crate::redis_store::{RedisStore, StoreUrl};
 use crate::state::{AppState, Settings};
+use crate::store::Store;
 use crate::{api, otlp, proto, routes};
 use axum::Router;
 use softprobe_pipeline::capture::CaptureLimits;
@@ -44,6 +46,9 @@ pub enum ServeError {
     /// Serving gRPC failed.
     #[error("gRPC server error: {0}")]
     Grpc(String),
+    /// The --store could not be reached.
+    #[error("cannot reach the session store at --store: {0}")]
+    Store(String),
 }
 
 /// A bound, not yet running runtime.
@@ -59,7 +64,7 @@ pub struct Server {
 impl Server {
     /// Binds the listeners described by `args`.
     pub async fn bind(args: &ServeArgs) -> Result<Self, ServeError> {
-        let store = SessionStore::new(StoreLimits {
+        let limits = StoreLimits {
             max_sessions: args.max_sessions,
             idle_timeout: args.session_idle_timeout,
             capture: CaptureLimits {
@@ -68,7 +73,16 @@ impl Server {
             },
             max_capture_bytes_total: args.max_capture_bytes_total,
             max_document_bytes_total: args.max_document_bytes_total,
-        });
+        };
+        let store = match &args.store {
+            StoreUrl::Memory => Store::memory(SessionStore::new(limits)),
+            url => {
+                let redis = RedisStore::connect(url, &limits, args.store_case_ttl)
+                    .await
+                    .map_err(ServeError::Store)?;
+                Store::shared(SessionStore::new(limits), redis)
+            }
+        };
         let settings = Settings {
             api_token: Token::from_setting(args.api_token.as_deref()),
             case_paths: CasePaths {
@@ -334,8 +348,7 @@ async fn sweep_idle_sessions(state: AppState, idle_timeout: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let sweeping = state.clone();
-        let _ = tokio::task::spawn_blocking(move || capture::expire_idle(&sweeping)).await;
+        capture::expire_idle(&state).await;
     }
 }
 

@@ -2,10 +2,10 @@
 
 use crate::auth::Token;
 use crate::metrics::Metrics;
+use crate::store::Store;
 use softprobe_pipeline::budget::Budget;
 use softprobe_pipeline::case_file::CasePaths;
 use softprobe_pipeline::stages::{PipelineConfig, Pipelines, ReceiveConfig};
-use softprobe_pipeline::store::SessionStore;
 use std::sync::Arc;
 
 /// Settings the request handlers read.
@@ -35,8 +35,8 @@ impl Default for Settings {
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// The one session store.
-    pub store: Arc<SessionStore>,
+    /// The sessions: this process's, or Redis's shared by every replica.
+    pub store: Store,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
     /// Handler settings.
@@ -51,8 +51,7 @@ pub struct AppState {
 
 impl AppState {
     /// State around a store with these settings.
-    pub fn new(store: SessionStore, settings: Settings) -> Self {
-        let store = Arc::new(store);
+    pub fn new(store: Store, settings: Settings) -> Self {
         let config = PipelineConfig {
             receive: ReceiveConfig {
                 max_decoded_bytes: settings.max_body_bytes,
@@ -66,7 +65,7 @@ impl AppState {
             settings.max_inflight_bytes,
         );
         Self {
-            pipelines: Pipelines::new(store.clone(), config),
+            pipelines: Pipelines::new(store.local().clone(), config),
             store,
             metrics: Arc::default(),
             settings: Arc::new(settings),

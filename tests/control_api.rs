@@ -15,7 +15,7 @@ const CASE: &str = include_str!("../testdata/cases/orders-checkout.case.json");
 
 #[tokio::test]
 async fn health_and_meta_report_the_contract_versions() {
-    let app = App::new();
+    let app = App::new().await;
     let (status, health) = app.call("GET", "/health", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "ok");
@@ -29,7 +29,7 @@ async fn health_and_meta_report_the_contract_versions() {
 
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_use_the_envelope() {
-    let app = App::new();
+    let app = App::new().await;
     assert_error(
         &app.call("GET", "/v2/nothing", "").await,
         StatusCode::NOT_FOUND,
@@ -63,7 +63,7 @@ async fn unknown_routes_and_wrong_methods_use_the_envelope() {
 
 #[tokio::test]
 async fn create_validates_mode_and_starts_at_revision_zero() {
-    let app = App::new();
+    let app = App::new().await;
     let (status, created) = app
         .call("POST", "/v1/sessions", r#"{"mode":"replay"}"#)
         .await;
@@ -116,7 +116,7 @@ async fn create_validates_mode_and_starts_at_revision_zero() {
 
 #[tokio::test]
 async fn create_applies_a_policy_without_a_revision_bump() {
-    let app = App::new();
+    let app = App::new().await;
     let (_, created) = app
         .call(
             "POST",
@@ -135,7 +135,7 @@ async fn create_applies_a_policy_without_a_revision_bump() {
 
 #[tokio::test]
 async fn list_shows_live_sessions() {
-    let app = App::new();
+    let app = App::new().await;
     let (status, list) = app.call("GET", "/v1/sessions", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list, json!({"sessions": []}));
@@ -156,7 +156,7 @@ async fn list_shows_live_sessions() {
 
 #[tokio::test]
 async fn each_document_write_bumps_the_revision_by_one() {
-    let app = App::new();
+    let app = App::new().await;
     let id = app.session("replay").await;
     let writes = [
         ("load-case", CASE.to_owned()),
@@ -179,7 +179,7 @@ async fn each_document_write_bumps_the_revision_by_one() {
 
 #[tokio::test]
 async fn state_echoes_documents_as_posted() {
-    let app = App::new();
+    let app = App::new().await;
     let id = app.session("replay").await;
     let rules = r#"[{"id":"r","when":{"host":"stripe.com"},"then":{"action":"mock","response":{"status":201,"headers":null}}}]"#;
     let policy = r#"{"externalHttp":"strict","custom":{"kept":true}}"#;
@@ -231,7 +231,7 @@ async fn state_echoes_documents_as_posted() {
 
 #[tokio::test]
 async fn invalid_documents_are_refused_with_the_place_and_change_nothing() {
-    let app = App::new();
+    let app = App::new().await;
     let id = app.session("replay").await;
     let cases = [
         ("rules", "", "invalid control payload: the body is empty"),
@@ -302,7 +302,7 @@ async fn invalid_documents_are_refused_with_the_place_and_change_nothing() {
 
 #[tokio::test]
 async fn unknown_sessions_are_404_before_the_body_is_looked_at() {
-    let app = App::new();
+    let app = App::new().await;
     for (method, route) in [
         ("POST", "load-case"),
         ("POST", "rules"),
@@ -324,7 +324,7 @@ async fn unknown_sessions_are_404_before_the_body_is_looked_at() {
 
 #[tokio::test]
 async fn stats_have_the_shape_clients_read() {
-    let app = App::new();
+    let app = App::new().await;
     let id = app.session("generate").await;
     let (status, stats) = app
         .call("GET", &format!("/v1/sessions/{id}/stats"), "")
@@ -346,7 +346,7 @@ async fn stats_have_the_shape_clients_read() {
 
 #[tokio::test]
 async fn close_accepts_empty_and_empty_object_bodies_then_forgets_the_session() {
-    let app = App::new();
+    let app = App::new().await;
     for body in ["", "{}"] {
         let id = app.session("replay").await;
         let (status, closed) = app
@@ -375,7 +375,8 @@ async fn closing_a_capture_session_writes_a_case() {
     let app = App::with(
         StoreLimits::default(),
         captures_in(&dir.path().join("default")),
-    );
+    )
+    .await;
 
     let id = app.session("capture").await;
     let (status, closed) = app
@@ -429,7 +430,7 @@ async fn a_client_out_never_leaves_the_capture_dir_nor_follows_links() {
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, captures.join("link")).unwrap();
     std::fs::write(captures.join("theirs.json"), "not ours").unwrap();
-    let app = App::with(StoreLimits::default(), captures_in(&captures));
+    let app = App::with(StoreLimits::default(), captures_in(&captures)).await;
     let id = app.session("capture").await;
     let escape = outside.join("x.json").display().to_string();
     for (out, says) in [
@@ -477,7 +478,7 @@ async fn a_client_out_never_leaves_the_capture_dir_nor_follows_links() {
 #[tokio::test]
 async fn a_download_serves_only_the_file_the_runtime_wrote() {
     let root = tempfile::tempdir().unwrap();
-    let app = App::with(StoreLimits::default(), captures_in(root.path()));
+    let app = App::with(StoreLimits::default(), captures_in(root.path())).await;
     let id = app.session("capture").await;
     let (_, closed) = app
         .call("POST", &format!("/v1/sessions/{id}/close"), "")
@@ -500,7 +501,7 @@ async fn a_download_serves_only_the_file_the_runtime_wrote() {
 async fn a_failed_capture_write_keeps_the_session_open() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
-    let app = App::with(StoreLimits::default(), captures_in(dir.path()));
+    let app = App::with(StoreLimits::default(), captures_in(dir.path())).await;
     let id = app.session("capture").await;
     let response = app
         .call(
@@ -540,7 +541,7 @@ async fn bearer_auth_guards_v1_but_not_health_or_metrics() {
         api_token: Token::from_setting(Some("secret-token")),
         ..Settings::default()
     };
-    let app = App::with(StoreLimits::default(), settings);
+    let app = App::with(StoreLimits::default(), settings).await;
     let create = r#"{"mode":"capture"}"#;
     for header in [
         None,
@@ -614,7 +615,7 @@ async fn oversized_bodies_get_413_and_the_runtime_stays_healthy() {
         max_body_bytes: 1024,
         ..Settings::default()
     };
-    let app = App::with(StoreLimits::default(), settings);
+    let app = App::with(StoreLimits::default(), settings).await;
     let id = app.session("replay").await;
     let big = format!(
         r#"{{"version":"1.0.0","caseId":"{}","traces":[]}}"#,
@@ -644,7 +645,8 @@ async fn oversized_bodies_get_413_and_the_runtime_stays_healthy() {
             api_token: Token::from_setting(Some("t")),
             ..Settings::default()
         },
-    );
+    )
+    .await;
     for app in [&app, &guarded] {
         for path in ["/v1/inject", "/v1/traces"] {
             let response = app
@@ -673,7 +675,7 @@ async fn the_live_session_limit_is_a_clear_429() {
         max_sessions: 2,
         ..StoreLimits::default()
     };
-    let app = App::with(limits, Settings::default());
+    let app = App::with(limits, Settings::default()).await;
     let first = app.session("replay").await;
     app.session("replay").await;
     let refused = app
@@ -688,7 +690,7 @@ async fn the_live_session_limit_is_a_clear_429() {
 
 #[tokio::test]
 async fn metrics_count_sessions_and_control_requests() {
-    let app = App::new();
+    let app = App::new().await;
     let id = app.session("replay").await;
     app.call("GET", &format!("/v1/sessions/{id}/stats"), "")
         .await;

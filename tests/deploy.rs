@@ -111,6 +111,48 @@ fn envoy_cluster_names(envoy: &Value) -> BTreeSet<&str> {
         .collect()
 }
 
+/// The document of `kind` named `name`.
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// The in-cluster DNS name of a Service.
+fn service_host(service: &Value) -> String {
+    format!(
+        "{}.{}.svc.cluster.local",
+        str_at(service, "/metadata/name"),
+        str_at(service, "/metadata/namespace")
+    )
+}
+
+/// The name Istio gives the cluster of a Service's `http` port.
+fn istio_cluster(service: &Value) -> String {
+    let port = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "http")
+        .unwrap();
+    format!("outbound|{}||{}", port["port"], service_host(service))
+}
+
+/// The first container of a Deployment.
+fn container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// A container's environment variables that have a literal value.
+fn env_of(container: &Value) -> Vec<(&str, &str)> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect()
+}
+
 fn accepted(json: &str, origin: &str) -> Config {
     config::parse(json).unwrap_or_else(|err| panic!("{origin}: plugin config refused: {err}"))
 }
@@ -267,21 +309,8 @@ fn istio_wasm_plugins_are_accepted_and_name_the_runtime_service_cluster() {
     // The cluster name is what Istio derives from the runtime's Service and its http port.
     let runtime = load("kubernetes/runtime.yaml");
     let service = of_kind(&runtime, "Service")[0];
-    let port = service["spec"]["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "http")
-        .unwrap();
-    let host = format!(
-        "{}.{}.svc.cluster.local",
-        str_at(service, "/metadata/name"),
-        str_at(service, "/metadata/namespace")
-    );
-    assert_eq!(
-        format!("outbound|{}||{host}", port["port"]),
-        ISTIO_RUNTIME_CLUSTER
-    );
+    assert_eq!(istio_cluster(service), ISTIO_RUNTIME_CLUSTER);
+    let host = service_host(service);
 
     let rule = &load("istio/backend.yaml")[0];
     assert_eq!(rule["kind"], "DestinationRule");
@@ -304,13 +333,8 @@ fn the_runtime_deployment_listens_on_all_interfaces_and_probes_health() {
     let deployment = of_kind(&docs, "Deployment")[0];
     // Sessions live in memory: a second replica would split them.
     assert_eq!(deployment["spec"]["replicas"], 1);
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let env: Vec<(&str, &str)> = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
-        .collect();
+    let container = container(deployment);
+    let env = env_of(container);
     assert!(env.contains(&("SOFTPROBE_LISTEN_ADDR", "0.0.0.0:8080")));
     assert!(env.contains(&("SOFTPROBE_GRPC_LISTEN_ADDR", "0.0.0.0:4317")));
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
@@ -323,6 +347,116 @@ fn the_runtime_deployment_listens_on_all_interfaces_and_probes_health() {
         .map(|p| p["containerPort"].as_u64().unwrap())
         .collect();
     assert_eq!(ports, [8080, 4317]);
+}
+
+#[test]
+fn the_redis_manifest_runs_several_runtimes_on_one_redis() {
+    let docs = load("kubernetes/runtime-redis.yaml");
+    let single = load("kubernetes/runtime.yaml");
+
+    // One Redis, with an append-only file, behind the Service the runtime is pointed at.
+    let redis = named(&docs, "Deployment", "softprobe-redis");
+    assert!(str_at(container(redis), "/image").starts_with("redis:7"));
+    let args: Vec<&str> = container(redis)["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2).any(|w| w == ["--appendonly", "yes"]),
+        "{args:?}"
+    );
+    let redis_service = named(&docs, "Service", "softprobe-redis");
+    assert_eq!(
+        redis_service["spec"]["selector"],
+        redis["spec"]["template"]["metadata"]["labels"]
+    );
+    let redis_port = &redis_service["spec"]["ports"][0];
+    assert_eq!(redis_port["port"], 6379);
+    let store_url = format!(
+        "redis://{}:{}",
+        service_host(redis_service),
+        redis_port["port"]
+    );
+
+    // Several runtimes, replaced one at a time, all on that Redis.
+    let deployment = named(&docs, "Deployment", "softprobe-runtime");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let runtime = container(deployment);
+    let env = env_of(runtime);
+    assert!(
+        env.contains(&("SOFTPROBE_STORE_URL", store_url.as_str())),
+        "{store_url} not in {env:?}"
+    );
+    // Ready only while Redis answers; alive, and started, regardless.
+    assert_eq!(runtime["readinessProbe"]["httpGet"]["path"], "/ready");
+    for probe in ["startupProbe", "livenessProbe"] {
+        assert_eq!(runtime[probe]["httpGet"]["path"], "/health", "{probe}");
+    }
+
+    // Otherwise the same runtime as runtime.yaml: every variable, port, limit and security
+    // setting.
+    let single_deployment = of_kind(&single, "Deployment")[0];
+    let single_runtime = container(single_deployment);
+    let vars = runtime["env"].as_array().unwrap();
+    for var in single_runtime["env"].as_array().unwrap() {
+        assert!(vars.contains(var), "runtime-redis.yaml lacks {var}");
+    }
+    for key in ["image", "args", "ports", "resources", "securityContext"] {
+        assert_eq!(runtime[key], single_runtime[key], "{key}");
+    }
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"],
+        single_deployment["spec"]["template"]["spec"]["securityContext"]
+    );
+
+    // The same Service, so Istio's cluster name (the filter's backend_cluster) still holds.
+    let service = named(&docs, "Service", "softprobe-runtime");
+    assert_eq!(istio_cluster(service), ISTIO_RUNTIME_CLUSTER);
+    assert_eq!(service, of_kind(&single, "Service")[0]);
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["template"]["metadata"]["labels"]
+    );
+}
+
+#[test]
+fn the_compose_redis_override_points_the_runtime_at_its_redis() {
+    let base = &load("compose/docker-compose.yaml")[0];
+    let over = &load("compose/docker-compose.redis.yaml")[0];
+    assert!(base["services"].get("runtime").is_some());
+    let services = over["services"].as_object().unwrap();
+
+    let runtime = &services["runtime"];
+    let url = str_at(runtime, "/environment/SOFTPROBE_STORE_URL");
+    let (host, port) = url
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.split_once(':'))
+        .unwrap_or_else(|| panic!("not redis://host:port: {url}"));
+    assert_eq!(port, "6379");
+    let redis = services
+        .get(host)
+        .unwrap_or_else(|| panic!("{url} names no service of the override"));
+    assert!(str_at(redis, "/image").starts_with("redis:7"));
+    assert!(
+        redis["command"]
+            .to_string()
+            .contains(r#""--appendonly","yes""#)
+    );
+    // The runtime refuses to start without its store.
+    assert_eq!(runtime["depends_on"][host]["condition"], "service_healthy");
+    assert!(redis.get("healthcheck").is_some());
+
+    // Named volumes the override mounts are declared in it.
+    for volume in redis["volumes"].as_array().into_iter().flatten() {
+        let source = volume.as_str().unwrap().split(':').next().unwrap();
+        assert!(
+            over["volumes"].get(source).is_some(),
+            "undeclared volume {source}"
+        );
+    }
 }
 
 #[test]

@@ -48,7 +48,7 @@ fn the_document_lists_exactly_the_served_routes() {
 
 #[tokio::test]
 async fn every_documented_route_is_routed() {
-    let app = App::new();
+    let app = App::new().await;
     for (method, path) in documented() {
         let uri = path.replace("{sessionId}", "sess_doc_check");
         let request = Request::builder()

@@ -7,6 +7,8 @@ pub(crate) struct Clients {
     pub(crate) runtime: Arc<HttpPool>,
     pub(crate) ceiling: Arc<HttpPool>,
     pub(crate) proxy: Option<Arc<HttpPool>>,
+    /// The runtime on the Redis store, when the store part runs.
+    pub(crate) store: Option<Arc<HttpPool>>,
     pub(crate) runtime_grpc: tonic::transport::Channel,
     pub(crate) ceiling_grpc: tonic::transport::Channel,
 }
@@ -19,14 +21,22 @@ impl Clients {
             proxy: servers
                 .proxy
                 .map(|addr| Arc::new(HttpPool::new(addr, args.connections))),
+            store: servers
+                .store
+                .as_ref()
+                .map(|store| Arc::new(HttpPool::new(store.runtime_http, args.connections))),
             runtime_grpc: load::grpc_channel(servers.runtime_grpc).await?,
             ceiling_grpc: load::grpc_channel(servers.ceiling.grpc).await?,
         })
     }
 
     pub(crate) async fn session(&self, mode: &str) -> anyhow::Result<String> {
-        let (status, body) = self
-            .runtime
+        Self::session_on(&self.runtime, mode).await
+    }
+
+    /// Creates a session on the runtime behind `pool`.
+    pub(crate) async fn session_on(pool: &HttpPool, mode: &str) -> anyhow::Result<String> {
+        let (status, body) = pool
             .json(
                 Method::POST,
                 "/v1/sessions",
@@ -41,11 +51,13 @@ impl Clients {
     }
 
     pub(crate) async fn rules(&self, session: &str, n: usize) -> anyhow::Result<()> {
+        Self::rules_on(&self.runtime, session, n).await
+    }
+
+    /// Sets `n` rules on a session of the runtime behind `pool`.
+    pub(crate) async fn rules_on(pool: &HttpPool, session: &str, n: usize) -> anyhow::Result<()> {
         let path = format!("/v1/sessions/{session}/rules");
-        let (status, body) = self
-            .runtime
-            .json(Method::POST, &path, &corpus::rules(n))
-            .await?;
+        let (status, body) = pool.json(Method::POST, &path, &corpus::rules(n)).await?;
         ensure!(status == StatusCode::OK, "set {n} rules: {status} {body}");
         Ok(())
     }
@@ -76,9 +88,13 @@ impl Clients {
     }
 
     pub(crate) async fn extracted_spans(&self, session: &str) -> anyhow::Result<u64> {
+        Self::extracted_spans_on(&self.runtime, session).await
+    }
+
+    /// Spans a capture session of the runtime behind `pool` holds.
+    pub(crate) async fn extracted_spans_on(pool: &HttpPool, session: &str) -> anyhow::Result<u64> {
         let path = format!("/v1/sessions/{session}/stats");
-        let (status, body) = self
-            .runtime
+        let (status, body) = pool
             .json(Method::GET, &path, &serde_json::Value::Null)
             .await?;
         ensure!(status == StatusCode::OK, "stats: {status} {body}");

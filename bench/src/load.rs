@@ -12,7 +12,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use softprobe::proto::RawCodec;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -228,8 +228,11 @@ pub(crate) struct Sample {
     pub(crate) ok: u64,
     /// The measured window.
     pub(crate) window: Duration,
-    /// CPU the server threads used over the whole run (warm-up included).
+    /// CPU the server threads used over the whole run (warm-up included), the store
+    /// process's included.
     pub(crate) server_cpu: Duration,
+    /// Of `server_cpu`, what the store process (the store part's `redis-server`) used.
+    pub(crate) store_cpu: Duration,
     /// Share of the machine's CPU used by other processes during the run, in percent.
     pub(crate) others_cpu_pct: f64,
 }
@@ -248,6 +251,11 @@ impl Sample {
         self.server_cpu / (self.ok + self.errors).max(1) as u32
     }
 
+    /// Store process CPU per request over the whole run.
+    pub(crate) fn store_cpu_per_request(&self) -> Duration {
+        self.store_cpu / (self.ok + self.errors).max(1) as u32
+    }
+
     /// Adds a later window of the same scenario.
     pub(crate) fn merge(&mut self, other: Sample) {
         let _ = self.latency.add(&other.latency);
@@ -256,6 +264,7 @@ impl Sample {
         self.ok += other.ok;
         self.window += other.window;
         self.server_cpu += other.server_cpu;
+        self.store_cpu += other.store_cpu;
         self.others_cpu_pct = self.others_cpu_pct.max(other.others_cpu_pct);
     }
 }
@@ -394,6 +403,7 @@ pub(crate) async fn closed_loop(
 /// CPU counters at the start of a run.
 struct Cpu {
     server: Duration,
+    store: Duration,
     others: u64,
     machine: (u64, u64),
 }
@@ -402,13 +412,15 @@ impl Cpu {
     fn now() -> Self {
         Self {
             server: server_cpu(),
+            store: store_cpu(),
             others: others_ticks(),
             machine: machine_ticks(),
         }
     }
 
     fn sample(self, latency: Histogram<u64>, tally: Tally, window: Duration) -> Sample {
-        let server = server_cpu().saturating_sub(self.server);
+        let store = store_cpu().saturating_sub(self.store);
+        let server = server_cpu().saturating_sub(self.server) + store;
         let others = others_ticks().saturating_sub(self.others);
         let (steal, total) = machine_ticks();
         let steal = steal.saturating_sub(self.machine.0);
@@ -420,6 +432,7 @@ impl Cpu {
             ok: tally.total - tally.errors,
             window,
             server_cpu: server,
+            store_cpu: store,
             others_cpu_pct: (others + steal) as f64 * 100.0 / total as f64,
         }
     }
@@ -458,11 +471,31 @@ pub(crate) fn server_cpu() -> Duration {
     TICK * ticks as u32
 }
 
+/// The process of the session store under test (the store part's `redis-server`): its CPU
+/// counts as the server's, not as other processes'.
+static STORE_PID: OnceLock<u32> = OnceLock::new();
+
+/// Counts `pid`'s CPU as the server's from now on.
+pub(crate) fn count_as_store(pid: u32) {
+    let _ = STORE_PID.set(pid);
+}
+
+/// CPU used so far by the store process, if one runs.
+fn store_cpu() -> Duration {
+    let ticks = STORE_PID
+        .get()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .and_then(|stat| stat_ticks(&stat).map(|(_, ticks)| ticks))
+        .unwrap_or(0);
+    TICK * ticks as u32
+}
+
 /// CPU used so far by every other process on the machine (their own and their reaped
 /// children's), in ticks. Counted per process rather than as the machine's busy time less
 /// ours, which also holds the kernel's softirq work for our own loopback traffic.
 fn others_ticks() -> u64 {
     let me = std::process::id().to_string();
+    let store = STORE_PID.get().map(u32::to_string);
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -471,7 +504,9 @@ fn others_ticks() -> u64 {
         .filter(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            name != me && name.bytes().all(|b| b.is_ascii_digit())
+            name != me
+                && Some(name.as_ref()) != store.as_deref()
+                && name.bytes().all(|b| b.is_ascii_digit())
         })
         .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
         .filter_map(|stat| {

@@ -1,6 +1,7 @@
 //! `softprobe-bench`: the runtime's inject and OTLP ingest paths under an open-model load,
-//! measured against a hyper and a tonic ceiling in the same run, on loopback sockets; and
-//! `softprobe proxy` against the same upstream reached directly.
+//! measured against a hyper and a tonic ceiling in the same run, on loopback sockets;
+//! `softprobe proxy` against the same upstream reached directly; and the Redis session store
+//! against the in-memory one.
 //!
 //! `--smoke` checks correctness only (hits hit, misses miss, exported == received) and exits
 //! non-zero on a failure; it never judges speed.
@@ -24,7 +25,7 @@ use opentelemetry_proto::tonic::trace::v1::TracesData;
 use parts::{CaseWrite, capture_and_close, create_sessions, run};
 use prost::Message as _;
 use report::{Report, Row};
-use servers::{Servers, start_servers};
+use servers::{Commands, Servers, StoreServers, start_servers};
 use softprobe::proto::v1::inject_service_client::InjectServiceClient;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -128,9 +129,13 @@ enum Part {
     Capture,
     /// `softprobe proxy` in front of an upstream, against the upstream reached directly.
     Proxy,
+    /// The Redis session store against the in-memory one: inject, ingest and Redis memory.
+    /// Starts its own `redis-server` (which must be on `PATH`), so it is not in the default run.
+    Store,
 }
 
 impl Part {
+    /// The default run: every part that needs nothing outside this workspace but the filter.
     const ALL: [Part; 5] = [
         Part::Inject,
         Part::Ingest,

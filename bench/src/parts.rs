@@ -1,5 +1,5 @@
-//! A full run, part by part: inject, ingest, scaling, proxy, and the capture and case
-//! write figures.
+//! A full run, part by part: inject, ingest, scaling, proxy, the capture and case write
+//! figures, and the Redis store against the in-memory one.
 
 use super::*;
 
@@ -35,6 +35,9 @@ pub(crate) async fn run(args: &Args, servers: &Servers) -> anyhow::Result<Report
         let (per_span, written) = capture_and_close(args, &clients).await?;
         report.bytes_per_span = Some(per_span);
         report.case_write = Some(written);
+    }
+    if args.only.contains(&Part::Store) {
+        store_part(args, &clients, servers, &mut report).await?;
     }
     Ok(report)
 }
@@ -167,7 +170,7 @@ pub(crate) async fn scaling_part(
     }
 
     let before = alloc::live_bytes();
-    create_sessions(clients, args.sessions).await?;
+    create_sessions(&clients.runtime, args.sessions).await?;
     report.bytes_per_session = Some((alloc::live_bytes() - before) as f64 / args.sessions as f64);
     for rep in 0..args.reps {
         let sample = load::fixed_rate(
@@ -217,11 +220,11 @@ pub(crate) async fn proxy_part(
     Ok(())
 }
 
-/// Creates `n` idle replay sessions, 16 requests in flight.
-pub(crate) async fn create_sessions(clients: &Clients, n: usize) -> anyhow::Result<()> {
+/// Creates `n` idle replay sessions on the runtime behind `pool`, 16 requests in flight.
+pub(crate) async fn create_sessions(pool: &Arc<HttpPool>, n: usize) -> anyhow::Result<()> {
     let workers: Vec<_> = (0..16)
         .map(|w| {
-            let pool = clients.runtime.clone();
+            let pool = pool.clone();
             tokio::spawn(async move {
                 for _ in (w..n).step_by(16) {
                     let (status, body) = pool
@@ -257,24 +260,9 @@ pub(crate) async fn capture_and_close(
     clients: &Clients,
 ) -> anyhow::Result<(f64, CaseWrite)> {
     let session = clients.session("capture").await?;
-    let batch = args.batch.min(args.capture_spans).max(1);
-    let body: bytes::Bytes = corpus::export(&session, batch).encode_to_vec().into();
-    let batches = args.capture_spans.div_ceil(batch);
     let before = alloc::live_bytes();
-    for _ in 0..batches {
-        let (status, _) = clients
-            .runtime
-            .send(Method::POST, "/v1/traces", PROTOBUF, PROTOBUF, body.clone())
-            .await?;
-        ensure!(status == StatusCode::OK, "capture export: {status}");
-    }
-    let spans = batches * batch;
+    let spans = capture(args, &clients.runtime, &session).await?;
     let per_span = (alloc::live_bytes() - before) as f64 / spans as f64;
-    let extracted = clients.extracted_spans(&session).await?;
-    ensure!(
-        extracted == spans as u64,
-        "captured {extracted} of {spans} spans"
-    );
     let started = Instant::now();
     let (status, closed) = clients
         .runtime
@@ -298,4 +286,150 @@ pub(crate) async fn capture_and_close(
             elapsed,
         },
     ))
+}
+
+/// Exports about `--capture-spans` spans into the capture `session` of the runtime behind
+/// `pool` (HTTP protobuf, one request at a time) and checks it holds them all; answers how
+/// many it sent.
+async fn capture(args: &Args, pool: &HttpPool, session: &str) -> anyhow::Result<usize> {
+    let batch = args.batch.min(args.capture_spans).max(1);
+    let body: bytes::Bytes = corpus::export(session, batch).encode_to_vec().into();
+    let batches = args.capture_spans.div_ceil(batch);
+    for _ in 0..batches {
+        let (status, _) = pool
+            .send(Method::POST, "/v1/traces", PROTOBUF, PROTOBUF, body.clone())
+            .await?;
+        ensure!(status == StatusCode::OK, "capture export: {status}");
+    }
+    let spans = batches * batch;
+    let extracted = Clients::extracted_spans_on(pool, session).await?;
+    ensure!(
+        extracted == spans as u64,
+        "captured {extracted} of {spans} spans"
+    );
+    Ok(spans)
+}
+
+/// The Redis store against the in-memory one, interleaved in every rep: inject hits (the
+/// fixed-rate ladder and the closed-loop maximum), then HTTP protobuf ingest into a fresh
+/// capture session per store; then the Redis memory that idle sessions and captured spans
+/// take (`used_memory` before and after).
+pub(crate) async fn store_part(
+    args: &Args,
+    clients: &Clients,
+    servers: &Servers,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (Some(redis_pool), Some(StoreServers { redis, .. })) = (&clients.store, &servers.store)
+    else {
+        bail!("the Redis store is not running");
+    };
+    eprintln!(
+        "store: Redis against memory, inject and ingest interleaved, {} reps; then Redis memory",
+        args.reps
+    );
+    let stores = [
+        (
+            report::INJECT_MEMORY,
+            report::INGEST_MEMORY,
+            &clients.runtime,
+        ),
+        (report::INJECT_REDIS, report::INGEST_REDIS, redis_pool),
+    ];
+    let mut injects = Vec::new();
+    for (name, _, pool) in stores {
+        let session = Clients::session_on(pool, "replay").await?;
+        Clients::rules_on(pool, &session, 1).await?;
+        let hit = corpus::inject(&session, &corpus::rule_path(0));
+        let call = Clients::http(
+            pool,
+            "/v1/inject",
+            PROTOBUF,
+            hit.encode_to_vec(),
+            StatusCode::OK,
+        );
+        injects.push((name, call));
+    }
+    // Redis commands per request of the Redis runtime: only its scenarios reach Redis.
+    let (mut inject_calls, mut injected) = (Commands::default(), 0);
+    let (mut export_calls, mut exported) = (Commands::default(), 0);
+    let is_redis = |name: &str| name == report::INJECT_REDIS || name == report::INGEST_REDIS;
+    for rep in 0..args.reps {
+        let before = redis.commands()?;
+        for &rate in &args.rates {
+            let samples = interleaved_at(args, &injects, rate).await;
+            for ((name, _), sample) in injects.iter().zip(samples) {
+                if is_redis(name) {
+                    injected += sample.ok + sample.errors;
+                }
+                report.add(Row::rate(name, rate), rep, sample);
+            }
+        }
+        let samples = interleaved(args, &injects, |call, warmup, window| {
+            load::closed_loop(call, args.concurrency, warmup, window)
+        })
+        .await;
+        for ((name, _), sample) in injects.iter().zip(samples) {
+            if is_redis(name) {
+                injected += sample.ok + sample.errors;
+            }
+            report.add(Row::max(name), rep, sample);
+        }
+        inject_calls.add_delta(&before, &redis.commands()?);
+
+        let mut exports = Vec::new();
+        let mut sessions = Vec::new();
+        for (_, name, pool) in stores {
+            let session = Clients::session_on(pool, "capture").await?;
+            let call = Clients::http(
+                pool,
+                "/v1/traces",
+                PROTOBUF,
+                corpus::export(&session, args.batch).encode_to_vec(),
+                StatusCode::OK,
+            );
+            exports.push((name, call));
+            sessions.push((pool, session));
+        }
+        let before = redis.commands()?;
+        let samples = interleaved(args, &exports, |call, warmup, window| {
+            load::closed_loop(call, args.ingest_concurrency, warmup, window)
+        })
+        .await;
+        export_calls.add_delta(&before, &redis.commands()?);
+        for (((name, _), sample), (pool, session)) in exports.iter().zip(samples).zip(&sessions) {
+            let sent = sample.ok * args.batch as u64;
+            let received = Clients::extracted_spans_on(pool, session).await?;
+            if sent != received || sample.errors > 0 {
+                report.failures.push(format!(
+                    "{name}: sent {sent} spans in acknowledged requests, received {received}, {} \
+                     failed requests",
+                    sample.errors
+                ));
+            }
+            if is_redis(name) {
+                exported += sample.ok + sample.errors;
+            }
+            report.add(Row::store_ingest(name), rep, sample);
+        }
+    }
+    report.redis_commands = vec![
+        (report::INJECT_REDIS, inject_calls, injected),
+        (report::INGEST_REDIS, export_calls, exported),
+    ];
+
+    eprintln!(
+        "store: Redis memory of {} idle sessions, then of {} captured spans",
+        args.sessions, args.capture_spans
+    );
+    let before = redis.used_memory()?;
+    create_sessions(redis_pool, args.sessions).await?;
+    let after = redis.used_memory()?;
+    report.redis_bytes_per_session = Some((after as f64 - before as f64) / args.sessions as f64);
+    let session = Clients::session_on(redis_pool, "capture").await?;
+    let before = redis.used_memory()?;
+    let spans = capture(args, redis_pool, &session).await?;
+    let after = redis.used_memory()?;
+    report.redis_bytes_per_span = Some((after as f64 - before as f64) / spans as f64);
+    Ok(())
 }

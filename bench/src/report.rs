@@ -3,6 +3,7 @@
 
 use crate::CaseWrite;
 use crate::load::Sample;
+use crate::servers::Commands;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -21,6 +22,10 @@ pub(crate) const PROXY_DIRECT: &str = "upstream GET /health, direct (ceiling)";
 pub(crate) const PROXY_PASS: &str = "proxy passthrough (no session)";
 pub(crate) const PROXY_MOCK: &str = "proxy mocked hop (replay)";
 pub(crate) const PROXY_CAPTURE: &str = "proxy capture hop (forward + upload)";
+pub(crate) const INJECT_MEMORY: &str = "inject hit, HTTP protobuf, memory store";
+pub(crate) const INJECT_REDIS: &str = "inject hit, HTTP protobuf, Redis store";
+pub(crate) const INGEST_MEMORY: &str = "ingest http/protobuf, memory store";
+pub(crate) const INGEST_REDIS: &str = "ingest http/protobuf, Redis store";
 
 /// Runs whose machine had more than this much CPU used by other processes are flagged.
 const NOISY_PCT: f64 = 5.0;
@@ -47,6 +52,11 @@ impl Row {
         Self(name.to_owned())
     }
 
+    /// Ingest into the runtime on one store or the other ([`INGEST_MEMORY`], [`INGEST_REDIS`]).
+    pub(crate) fn store_ingest(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+
     pub(crate) fn proxy(name: &str, connections: usize) -> Self {
         let plural = if connections == 1 { "" } else { "s" };
         Self(format!(
@@ -63,6 +73,11 @@ pub(crate) struct Report {
     pub(crate) bytes_per_session: Option<f64>,
     pub(crate) bytes_per_span: Option<f64>,
     pub(crate) case_write: Option<CaseWrite>,
+    /// Redis `used_memory` per idle session and per captured span (the store part).
+    pub(crate) redis_bytes_per_session: Option<f64>,
+    pub(crate) redis_bytes_per_span: Option<f64>,
+    /// Redis commands during a store part's scenario, and its requests (the store part).
+    pub(crate) redis_commands: Vec<(&'static str, Commands, u64)>,
     /// Spans per export request, to report ingest rows in spans/s.
     pub(crate) batch: usize,
     /// Connections of the proxy throughput rows.
@@ -76,6 +91,7 @@ struct Median {
     p99: f64,
     p999: f64,
     cpu_us: f64,
+    store_cpu_us: f64,
     errors: u64,
     others_max: f64,
 }
@@ -101,6 +117,9 @@ impl Report {
             bytes_per_session: None,
             bytes_per_span: None,
             case_write: None,
+            redis_bytes_per_session: None,
+            redis_bytes_per_span: None,
+            redis_commands: Vec::new(),
             batch: 1,
             proxy_connections: 1,
         }
@@ -122,9 +141,21 @@ impl Report {
             p99: of(&|s| us(s.p(0.99))),
             p999: of(&|s| us(s.p(0.999))),
             cpu_us: of(&|s| us(s.server_cpu_per_request())),
+            store_cpu_us: of(&|s| us(s.store_cpu_per_request())),
             errors: samples.iter().map(|s| s.errors).sum(),
             others_max: samples.iter().map(|s| s.others_cpu_pct).fold(0.0, f64::max),
         })
+    }
+
+    /// The fixed rates `name` was run at.
+    fn rates(&self, name: &str) -> Vec<f64> {
+        self.rows
+            .iter()
+            .filter_map(|(r, _)| {
+                let rest = r.0.strip_prefix(name)?.strip_prefix(" @ ")?;
+                rest.strip_suffix(" req/s")?.parse().ok()
+            })
+            .collect()
     }
 
     /// The whole report as Markdown; `args` says how it was run.
@@ -205,15 +236,7 @@ impl Report {
                 );
             }
         }
-        let rates: Vec<f64> = self
-            .rows
-            .iter()
-            .filter_map(|(r, _)| {
-                let rest = r.0.strip_prefix(CEILING_HTTP)?.strip_prefix(" @ ")?;
-                rest.strip_suffix(" req/s")?.parse().ok()
-            })
-            .collect();
-        for rate in rates {
+        for rate in self.rates(CEILING_HTTP) {
             for (name, ceiling) in [
                 (INJECT_HIT, CEILING_HTTP),
                 (INJECT_MISS, CEILING_HTTP),
@@ -320,6 +343,112 @@ impl Report {
                 "case write: bytes on disk".into(),
                 w.bytes as f64 / secs / 1e6,
                 " MB/s",
+                "",
+                None,
+            );
+        }
+        // The Redis store against the in-memory one; server CPU includes redis-server's.
+        if let (Some(memory), Some(redis)) =
+            (get(Row::max(INJECT_MEMORY)), get(Row::max(INJECT_REDIS)))
+        {
+            let ratio = redis.per_second / memory.per_second;
+            goal(
+                "max QPS: inject hit, Redis store / memory store".into(),
+                ratio,
+                "",
+                "≥ 0.5",
+                Some(ratio >= 0.5),
+            );
+            goal(
+                "server CPU per inject hit: Redis store (runtime + redis-server) / memory store"
+                    .into(),
+                redis.cpu_us / memory.cpu_us,
+                "",
+                "",
+                None,
+            );
+            goal(
+                "redis-server CPU per inject hit".into(),
+                redis.store_cpu_us,
+                " µs",
+                "",
+                None,
+            );
+        }
+        for rate in self.rates(INJECT_MEMORY) {
+            if let (Some(memory), Some(redis)) = (
+                get(Row::rate(INJECT_MEMORY, rate)),
+                get(Row::rate(INJECT_REDIS, rate)),
+            ) {
+                let overhead = redis.p99 - memory.p99;
+                let judged = (rate - 5000.0).abs() < f64::EPSILON;
+                goal(
+                    format!("p99 overhead @ {rate} req/s: inject hit, Redis store − memory store"),
+                    overhead,
+                    " µs",
+                    if judged { "< 300 µs" } else { "" },
+                    judged.then_some(overhead < 300.0),
+                );
+            }
+        }
+        if let (Some(memory), Some(redis)) = (
+            get(Row::store_ingest(INGEST_MEMORY)),
+            get(Row::store_ingest(INGEST_REDIS)),
+        ) {
+            let ratio = redis.per_second / memory.per_second;
+            goal(
+                "ingest spans/s http/protobuf: Redis store / memory store".into(),
+                ratio,
+                "",
+                "≥ 0.5",
+                Some(ratio >= 0.5),
+            );
+            let batch = self.batch as f64;
+            goal(
+                "server CPU per ingested span: Redis store (runtime + redis-server) / memory store"
+                    .into(),
+                redis.cpu_us / memory.cpu_us,
+                "",
+                "",
+                None,
+            );
+            goal(
+                "redis-server CPU per ingested span".into(),
+                redis.store_cpu_us / batch,
+                " µs",
+                "",
+                None,
+            );
+        }
+        for (name, commands, requests) in &self.redis_commands {
+            let per = |calls: u64| calls as f64 / (*requests).max(1) as f64;
+            let each: Vec<String> = commands
+                .0
+                .iter()
+                .map(|(command, calls)| format!("{command} {:.2}", per(*calls)))
+                .collect();
+            goal(
+                format!("Redis commands per request: {name} ({})", each.join(", ")),
+                per(commands.0.values().sum()),
+                "",
+                "",
+                None,
+            );
+        }
+        if let Some(bytes) = self.redis_bytes_per_session {
+            goal(
+                "Redis used_memory per idle session".into(),
+                bytes,
+                " B",
+                "",
+                None,
+            );
+        }
+        if let Some(bytes) = self.redis_bytes_per_span {
+            goal(
+                "Redis used_memory per captured span (~1 KiB of attributes)".into(),
+                bytes,
+                " B",
                 "",
                 None,
             );

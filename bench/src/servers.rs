@@ -1,5 +1,5 @@
-//! Everything under test, started in-process on loopback: the runtime, the ceilings and the
-//! proxy.
+//! Everything under test, started in-process on loopback: the runtime, the ceilings, the
+//! proxy, and for the store part a `redis-server` child with a second runtime on it.
 
 use super::*;
 
@@ -10,14 +10,58 @@ pub(crate) struct Servers {
     pub(crate) ceiling: baseline::Baselines,
     /// `softprobe proxy` in front of the runtime's `GET /health`, when the proxy part runs.
     pub(crate) proxy: Option<SocketAddr>,
+    /// A second runtime on a Redis store, when the store part runs.
+    pub(crate) store: Option<StoreServers>,
 }
 
-/// Starts the softprobe runtime (in-process, ephemeral ports, limits raised so no span or
-/// session is refused) and the ceilings, on the server runtime. They run until the process ends.
+/// The store part's Redis server and the runtime that keeps its sessions there.
+pub(crate) struct StoreServers {
+    pub(crate) redis: RedisServer,
+    pub(crate) runtime_http: SocketAddr,
+}
+
+/// Starts the softprobe runtime and the ceilings, and, when the store part runs, a Redis
+/// server with a second runtime on it, on the server runtime. They run until the process ends.
 pub(crate) async fn start_servers(
     args: &Args,
     capture_dir: &std::path::Path,
 ) -> anyhow::Result<Servers> {
+    let (runtime_http, runtime_grpc) = start_runtime(args, capture_dir, "memory").await?;
+    let store = if !args.smoke && args.only.contains(&Part::Store) {
+        let redis = RedisServer::start()?;
+        let url = format!("redis://{}", redis.addr);
+        let dir = capture_dir.join("redis");
+        std::fs::create_dir_all(&dir).context("capture directory of the Redis runtime")?;
+        let (runtime_http, _) = start_runtime(args, &dir, &url).await?;
+        Some(StoreServers {
+            redis,
+            runtime_http,
+        })
+    } else {
+        None
+    };
+    let proxy = if args.smoke || args.only.contains(&Part::Proxy) {
+        Some(start_proxy(args, runtime_http).await?)
+    } else {
+        None
+    };
+    let reply = hit_reply();
+    Ok(Servers {
+        runtime_http,
+        runtime_grpc,
+        ceiling: baseline::start(reply).await?,
+        proxy,
+        store,
+    })
+}
+
+/// Starts a softprobe runtime on `store` (in-process, ephemeral ports, limits raised so no
+/// span or session is refused); answers its HTTP and gRPC addresses.
+async fn start_runtime(
+    args: &Args,
+    capture_dir: &std::path::Path,
+    store: &str,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
     let capture_dir = capture_dir.to_str().context("UTF-8 capture directory")?;
     let max_sessions = (args.sessions + 1_000).to_string();
     let argv = [
@@ -27,6 +71,8 @@ pub(crate) async fn start_servers(
         "127.0.0.1:0",
         "--grpc-listen",
         "127.0.0.1:0",
+        "--store",
+        store,
         "--capture-dir",
         capture_dir,
         "--max-sessions",
@@ -52,25 +98,149 @@ pub(crate) async fn start_servers(
     else {
         bail!("the arguments name serve");
     };
-    let server = softprobe::serve::Server::bind(&serve).await?;
-    let (runtime_http, runtime_grpc) = (server.http_addr(), server.grpc_addr());
+    let server = softprobe::serve::Server::bind(&serve)
+        .await
+        .with_context(|| format!("runtime on --store {store}"))?;
+    let addrs = (server.http_addr(), server.grpc_addr());
     tokio::spawn(async move {
         if let Err(err) = server.run(std::future::pending()).await {
             eprintln!("runtime stopped: {err}");
         }
     });
-    let proxy = if args.smoke || args.only.contains(&Part::Proxy) {
-        Some(start_proxy(args, runtime_http).await?)
-    } else {
-        None
-    };
-    let reply = hit_reply();
-    Ok(Servers {
-        runtime_http,
-        runtime_grpc,
-        ceiling: baseline::start(reply).await?,
-        proxy,
-    })
+    Ok(addrs)
+}
+
+/// A `redis-server` child of the bench on a free loopback port, with neither snapshots nor an
+/// append-only file, in a temporary directory; killed when dropped.
+pub(crate) struct RedisServer {
+    pub(crate) addr: SocketAddr,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (from `PATH`) and waits until it answers `PING`.
+    fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("Redis directory")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .context("a free port for Redis")?
+            .port();
+        let log = dir.path().join("redis.log");
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+                "the store part starts its own Redis, but `redis-server` is not on PATH: install \
+                 it (Debian: apt-get install redis-server) or leave out the store part (--only ...)"
+            ),
+            other => other.context("start redis-server")?,
+        };
+        load::count_as_store(child.id());
+        let mut redis = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.cli(&["ping"]).ok().as_deref() != Some("PONG") {
+            if let Some(status) = redis.child.try_wait()? {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!("redis-server exited ({status}) on port {port}:\n{log}");
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING on port {port} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    /// Runs `redis-cli` against this server; answers its output, trimmed.
+    fn cli(&self, command: &[&str]) -> anyhow::Result<String> {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()])
+            .args(command)
+            .output()
+            .context("run redis-cli (installed with redis-server)")?;
+        ensure!(
+            output.status.success(),
+            "redis-cli {command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Bytes Redis has allocated (`used_memory` of `INFO memory`).
+    pub(crate) fn used_memory(&self) -> anyhow::Result<u64> {
+        let info = self.cli(&["info", "memory"])?;
+        info.lines()
+            .find_map(|line| line.trim().strip_prefix("used_memory:"))
+            .context("used_memory in INFO memory")?
+            .parse()
+            .context("used_memory is a number")
+    }
+}
+
+/// Calls per Redis command, from `INFO commandstats` (commands run by scripts included).
+#[derive(Default, Clone)]
+pub(crate) struct Commands(pub(crate) std::collections::BTreeMap<String, u64>);
+
+impl Commands {
+    /// Adds what `after` counts beyond `before`.
+    pub(crate) fn add_delta(&mut self, before: &Commands, after: &Commands) {
+        for (name, calls) in &after.0 {
+            let delta = calls - before.0.get(name).copied().unwrap_or(0);
+            if delta > 0 {
+                *self.0.entry(name.clone()).or_default() += delta;
+            }
+        }
+    }
+}
+
+impl RedisServer {
+    /// Calls so far per command.
+    pub(crate) fn commands(&self) -> anyhow::Result<Commands> {
+        let info = self.cli(&["info", "commandstats"])?;
+        let mut commands = Commands::default();
+        for line in info.lines() {
+            // cmdstat_hmget:calls=5,usec=12,...
+            let Some((name, stats)) = line
+                .trim()
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            if name == "info" {
+                continue; // the bench's own reads
+            }
+            let calls = stats
+                .split(',')
+                .find_map(|field| field.strip_prefix("calls="))
+                .context("calls= in a commandstats line")?
+                .parse()
+                .context("calls is a number")?;
+            commands.0.insert(name.to_owned(), calls);
+        }
+        Ok(commands)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Starts `softprobe proxy` (ingress, the real filter) in front of the runtime, whose

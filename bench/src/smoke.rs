@@ -123,7 +123,7 @@ pub(crate) async fn smoke(args: &Args, servers: &Servers) -> anyhow::Result<Vec<
         }
     }
     let before = alloc::live_bytes();
-    create_sessions(&clients, args.sessions).await?;
+    create_sessions(&clients.runtime, args.sessions).await?;
     check(alloc::live_bytes() > before, "sessions take memory".into());
     let (_, written) = capture_and_close(args, &clients).await?;
     check(written.bytes > 0, "the closed capture wrote a case".into());

@@ -19,6 +19,47 @@ pub enum Spans {
     Decoded(TracesData),
 }
 
+impl Spans {
+    /// The spans as one OTLP protobuf document, as a capture keeps them. A received body is
+    /// copied, not shared: it can be a slice of the server's read buffer, and keeping the
+    /// slice would keep the whole buffer (8 KiB for a one-span export).
+    pub fn encoded(self) -> bytes::Bytes {
+        match self {
+            Spans::Wire(body) => bytes::Bytes::copy_from_slice(body.as_bytes()),
+            Spans::Decoded(traces) => prost::Message::encode_to_vec(&traces).into(),
+        }
+    }
+
+    /// The distinct sessions these spans name, in order of first appearance.
+    pub fn session_ids(&self) -> Result<Vec<String>, ExportError> {
+        let decoded;
+        let traces = match self {
+            Spans::Wire(body) => match &body.routing().session {
+                Some(id) => return Ok(vec![id.clone()]),
+                None => {
+                    decoded = body.decode()?;
+                    &decoded
+                }
+            },
+            Spans::Decoded(traces) => traces,
+        };
+        let mut ids: Vec<String> = Vec::new();
+        for resource_spans in &traces.resource_spans {
+            for scope_spans in &resource_spans.scope_spans {
+                for span in &scope_spans.spans {
+                    let view = crate::otlp::SpanView::of(span, resource_spans.resource.as_ref());
+                    if let Some(id) = view.session()
+                        && !ids.iter().any(|known| known == id)
+                    {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
 /// Export spans grouped by session.
 #[derive(Debug, Default)]
 pub struct SessionBatches {
@@ -99,4 +140,7 @@ pub enum ExportError {
     /// Keeping the spans would exceed a memory budget; nothing was kept, retry later.
     #[error(transparent)]
     OverBudget(#[from] OverBudget),
+    /// The shared session store did not answer; nothing was kept, retry later.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
 }

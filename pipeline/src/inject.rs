@@ -58,4 +58,7 @@ pub enum InjectError {
     /// The span names no session.
     #[error("missing session id: set sp.session.id (or tracestate x-softprobe-session-id)")]
     MissingSession,
+    /// The shared session store did not answer; the proxy's failure mode decides the hop.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
 }

@@ -139,6 +139,13 @@ impl CompiledRule {
         self.rank.0
     }
 
+    /// (layer, position in its document) of a `consume: once` rule; `None` for reusable ones.
+    pub fn consumed_key(&self) -> Option<(&'static str, usize)> {
+        self.fired
+            .as_ref()
+            .map(|_| (self.layer.as_str(), self.rank.2))
+    }
+
     fn exhausted(&self) -> bool {
         self.fired
             .as_ref()

@@ -54,25 +54,57 @@ impl Miss {
 /// A session's recent misses.
 #[derive(Debug, Default)]
 pub struct Misses {
-    inner: Mutex<(VecDeque<Miss>, u64)>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    recent: VecDeque<Miss>,
+    dropped: u64,
+    /// Misses not yet handed to a shared store, when the session is a copy of one.
+    outbox: Option<VecDeque<Miss>>,
 }
 
 impl Misses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Keeps `miss`, forgetting (and counting) the oldest past [`MAX_MISSES`].
     pub fn record(&self, miss: Miss) {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (recent, dropped) = &mut *guard;
-        if recent.len() == MAX_MISSES {
-            recent.pop_front();
-            *dropped += 1;
+        let mut inner = self.lock();
+        if let Some(outbox) = &mut inner.outbox {
+            if outbox.len() == MAX_MISSES {
+                outbox.pop_front();
+            }
+            outbox.push_back(miss.clone());
         }
-        recent.push_back(miss);
+        if inner.recent.len() == MAX_MISSES {
+            inner.recent.pop_front();
+            inner.dropped += 1;
+        }
+        inner.recent.push_back(miss);
     }
 
     /// The kept misses, oldest first, and how many older ones were dropped.
     pub fn snapshot(&self) -> (Vec<Miss>, u64) {
-        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (guard.0.iter().cloned().collect(), guard.1)
+        let inner = self.lock();
+        (inner.recent.iter().cloned().collect(), inner.dropped)
+    }
+
+    /// From now on, keeps each miss also for [`Self::take_unshared`] (a session kept in a
+    /// shared store, whose misses every replica must see).
+    pub fn share(&self) {
+        self.lock().outbox.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The misses recorded since the last call (at most [`MAX_MISSES`]), oldest first.
+    pub fn take_unshared(&self) -> Vec<Miss> {
+        self.lock()
+            .outbox
+            .as_mut()
+            .map(|outbox| outbox.drain(..).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -101,5 +133,27 @@ mod tests {
         let (recent, dropped) = misses.snapshot();
         assert_eq!((recent.len(), dropped), (MAX_MISSES, 30));
         assert_eq!(recent[0].path, "/p30");
+        assert!(misses.take_unshared().is_empty(), "kept only when shared");
+    }
+
+    #[test]
+    fn a_shared_session_hands_over_each_miss_once() {
+        let misses = Misses::default();
+        misses.share();
+        let hop = |path: &'static str| Hop {
+            direction: None,
+            service: "",
+            host: "h",
+            method: Cow::Borrowed("GET"),
+            path,
+            query: "",
+            attributes: Attributes::Wire(Vec::new()),
+        };
+        misses.record(Miss::of(&hop("/a"), "forward", None));
+        misses.record(Miss::of(&hop("/b"), "forward", None));
+        let taken: Vec<String> = misses.take_unshared().into_iter().map(|m| m.path).collect();
+        assert_eq!(taken, ["/a", "/b"]);
+        assert!(misses.take_unshared().is_empty());
+        assert_eq!(misses.snapshot().0.len(), 2);
     }
 }

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One immutable version of a session's configuration. Writers build a new one and swap it in;
 /// readers (every inject) load it without locking and see one revision from start to end.
-#[derive(Debug, Default)]
+/// Cloning shares every document.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// 0 at create, +1 per load-case, rules, policy or fixtures write.
     pub revision: u64,
@@ -32,6 +33,9 @@ pub struct Snapshot {
     pub fixtures: Option<Arc<Stored<AuthFixtures>>>,
     /// Case and session rules compiled for the inject path.
     pub index: Arc<RuleIndex>,
+    /// The revision each document (case, rules, policy, fixtures, in
+    /// [`crate::store::DocumentKind`] order) was written at; `None` while it never was.
+    pub written_at: [Option<u64>; 4],
 }
 
 /// Per-session counters. They never bump the revision.
@@ -72,6 +76,8 @@ pub struct Session {
     writes: Mutex<()>,
     closed: AtomicBool,
     last_used_ms: AtomicU64,
+    /// When a shared store was last told this session is in use.
+    reported_ms: AtomicU64,
     /// Counters.
     pub stats: Stats,
     /// The capture buffer (capture sessions only).
@@ -105,6 +111,7 @@ impl Session {
             writes: Mutex::new(()),
             closed: AtomicBool::new(false),
             last_used_ms: AtomicU64::new(now_ms),
+            reported_ms: AtomicU64::new(0),
             stats: Stats::default(),
             capture: (mode == Mode::Capture)
                 .then(|| crate::capture::CaptureBuffer::new(capture, capture_budget)),
@@ -145,6 +152,17 @@ impl Session {
 
     pub(crate) fn touch(&self, now_ms: u64) {
         self.last_used_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Whether a shared store should be told again that the session is in use (at most once
+    /// per `every_ms`); true for one caller only.
+    pub(crate) fn report_due(&self, now_ms: u64, every_ms: u64) -> bool {
+        let reported = self.reported_ms.load(Ordering::Relaxed);
+        (reported == 0 || now_ms.saturating_sub(reported) >= every_ms)
+            && self
+                .reported_ms
+                .compare_exchange(reported, now_ms.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub(crate) fn last_used_ms(&self) -> u64 {

@@ -68,6 +68,9 @@ pub enum StoreError {
     /// Holding the document would exceed the documents' memory budget.
     #[error("{0}")]
     OverBudget(#[from] OverBudget),
+    /// The shared store (Redis) did not answer in time or refused; retry later.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Which document a write replaces.
@@ -81,6 +84,25 @@ pub enum DocumentKind {
     Policy,
     /// `…/fixtures/auth`.
     Fixtures,
+}
+
+impl DocumentKind {
+    /// Every kind, in [`Snapshot::written_at`] order.
+    pub const ALL: [DocumentKind; 4] = [Self::Case, Self::Rules, Self::Policy, Self::Fixtures];
+
+    /// The kind's name, as a shared store keys it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Case => "case",
+            Self::Rules => "rules",
+            Self::Policy => "policy",
+            Self::Fixtures => "fixtures",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// All live sessions.
@@ -145,10 +167,11 @@ impl SessionStore {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return Err(StoreError::TooManySessions { limit });
         }
-        let snapshot = Snapshot {
-            policy: policy.map(Arc::new),
-            ..Snapshot::default()
-        };
+        let mut snapshot = Snapshot::default();
+        if let Some(policy) = policy {
+            snapshot.policy = Some(Arc::new(policy));
+            snapshot.written_at[DocumentKind::Policy.index()] = Some(0);
+        }
         // 128 random bits: a collision is practically impossible, so no retry loop.
         let session = Arc::new(Session::new(
             new_session_id().into(),
@@ -213,11 +236,85 @@ impl SessionStore {
             return Err(StoreError::UnknownSession);
         }
         let current = guard.current();
-        let next = update.apply(&current);
+        let mut next = update.apply(&current);
         let revision = next.revision;
+        next.written_at[kind.index()] = Some(revision);
         guard.publish(next);
         drop(guard);
         Ok((session, revision))
+    }
+
+    /// Brings the cached copy of a session kept in a shared store to `revision`: creates it
+    /// when absent, applies `documents` (kind, revision written at, bytes: those written since
+    /// the cached copy's) and takes the shared store's revision; an older revision than the
+    /// cached one changes nothing. The live-session limit is the shared store's to enforce, so
+    /// a cached copy never counts against this one.
+    pub fn install(
+        &self,
+        id: &str,
+        mode: Mode,
+        revision: u64,
+        documents: Vec<(DocumentKind, u64, Bytes)>,
+    ) -> Result<Arc<Session>, StoreError> {
+        let session = self
+            .sessions
+            .entry(Arc::from(id))
+            .or_insert_with(|| {
+                let session = Session::new(
+                    Arc::from(id),
+                    mode,
+                    Snapshot::default(),
+                    self.now_ms(),
+                    self.limits.capture,
+                    &self.capture_budget,
+                );
+                session.misses.share();
+                Arc::new(session)
+            })
+            .value()
+            .clone();
+        let mut updates = Vec::with_capacity(documents.len());
+        for (kind, written_at, raw) in documents {
+            let held = self.document_budget.acquire(raw.len())?;
+            updates.push((kind, written_at, Update::parse(kind, raw, held)?));
+        }
+        let guard = session.lock_writes();
+        let mut next = Snapshot::clone(&guard.current());
+        if revision > next.revision || (revision == 0 && !updates.is_empty()) {
+            for (kind, written_at, update) in updates {
+                next = update.apply(&next);
+                next.written_at[kind.index()] = Some(written_at);
+            }
+            next.revision = revision;
+            guard.publish(next);
+        }
+        drop(guard);
+        session.touch(self.now_ms());
+        Ok(session)
+    }
+
+    /// Checks a document as a write of it would, without writing it.
+    pub fn check(&self, kind: DocumentKind, raw: &Bytes) -> Result<(), StoreError> {
+        let held = self.document_budget.acquire(raw.len())?;
+        Update::parse(kind, raw.clone(), held)?;
+        Ok(())
+    }
+
+    /// The live session with this id, without marking it used.
+    pub fn peek(&self, id: &str) -> Option<Arc<Session>> {
+        let session = self.sessions.get(id).map(|entry| entry.value().clone())?;
+        (!session.is_closed()).then_some(session)
+    }
+
+    /// Whether a shared store should be told again that `session` is in use: at most once
+    /// per `every`, and true for one caller only.
+    pub fn report_due(&self, session: &Session, every: Duration) -> bool {
+        session.report_due(self.now_ms(), every.as_millis() as u64)
+    }
+
+    /// Forgets the cached copy of a session whose shared original is gone.
+    pub fn evict(&self, id: &str) {
+        self.sessions.remove(id);
     }
 
     /// Removes a session from the store (after its close work is done).
@@ -291,12 +388,7 @@ impl Update {
     fn apply(self, current: &Snapshot) -> Snapshot {
         let mut next = Snapshot {
             revision: current.revision + 1,
-            case: current.case.clone(),
-            exchanges: current.exchanges.clone(),
-            rules: current.rules.clone(),
-            policy: current.policy.clone(),
-            fixtures: current.fixtures.clone(),
-            index: current.index.clone(),
+            ..current.clone()
         };
         match self {
             Self::Case(case, layer, exchanges) => {
@@ -316,7 +408,7 @@ impl Update {
 }
 
 /// `sess_` + 128 random bits, base64url without padding (22 characters).
-fn new_session_id() -> String {
+pub fn new_session_id() -> String {
     use base64::Engine as _;
     use rand::RngCore as _;
     let mut bytes = [0u8; 16];

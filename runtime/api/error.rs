@@ -31,6 +31,18 @@ impl ApiError {
         }
     }
 
+    /// 503 `store_unavailable` with `Retry-After`: the shared session store did not answer.
+    pub fn store_unavailable(reason: &str) -> Self {
+        Self {
+            retry_after: Some(RETRY_AFTER_SECONDS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the session store is unavailable ({reason}); retry shortly"),
+            )
+        }
+    }
+
     /// 503 `over_budget` with `Retry-After`: a memory budget is exhausted for now.
     pub fn over_budget(err: &OverBudget) -> Self {
         Self {
@@ -89,5 +101,6 @@ pub fn store_error(context: &str, err: StoreError) -> ApiError {
             ApiError::invalid_request(format!("{context}: {document}"))
         }
         StoreError::OverBudget(over) => ApiError::over_budget(&over),
+        StoreError::Unavailable(reason) => ApiError::store_unavailable(&reason),
     }
 }

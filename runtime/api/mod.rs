@@ -55,6 +55,7 @@ pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
         ));
     let open = Router::new()
         .route(routes::HEALTH, get(health))
+        .route(routes::READY, get(ready))
         .route(routes::METRICS, get(metrics))
         .route(routes::OPENAPI, get(openapi));
     Router::new()
@@ -75,6 +76,22 @@ async fn health() -> Json<serde_json::Value> {
     }))
 }
 
+/// Ready while the session store answers: a load balancer routes around a replica that lost
+/// its Redis, while `/health` keeps it alive.
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = match state.store.redis() {
+        None => "memory",
+        Some(redis) => {
+            redis
+                .ping()
+                .await
+                .map_err(|err| error::store_error("", err))?;
+            "redis"
+        }
+    };
+    Ok(Json(json!({"status": "ready", "store": store})))
+}
+
 async fn meta() -> Json<serde_json::Value> {
     Json(json!({
         "runtimeVersion": RUNTIME_VERSION,
@@ -84,7 +101,9 @@ async fn meta() -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.store, &[&state.inflight]);
+    let text = state
+        .metrics
+        .render(state.store.local(), &[&state.inflight]);
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }

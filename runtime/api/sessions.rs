@@ -2,7 +2,8 @@
 
 use super::body::RawBody;
 use super::error::{ApiError, store_error};
-use crate::capture::{CloseError, Closing, close_session};
+use crate::capture::{self, CloseError, Closing};
+use crate::redis_store::STAT_FIELDS;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -15,8 +16,9 @@ use softprobe_pipeline::document::Stored;
 use softprobe_pipeline::document::parse_json_object;
 use softprobe_pipeline::mode::Mode;
 use softprobe_pipeline::policy::Policy;
-use softprobe_pipeline::session::{Session, Stats};
+use softprobe_pipeline::session::Session;
 use softprobe_pipeline::store::DocumentKind;
+use softprobe_pipeline::store::StoreError;
 use std::sync::Arc;
 
 /// `POST /v1/sessions` body.
@@ -49,6 +51,7 @@ pub(super) async fn create(
     let session = state
         .store
         .create(request.mode, policy)
+        .await
         .map_err(|err| store_error(CONTEXT, err))?;
     state.metrics.session_created(request.mode);
     tracing::debug!(
@@ -62,8 +65,12 @@ pub(super) async fn create(
 }
 
 /// `GET /v1/sessions`: every live session, ordered by id.
-pub(super) async fn list(State(state): State<AppState>) -> Json<Value> {
-    let mut sessions = state.store.list();
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut sessions = state
+        .store
+        .list()
+        .await
+        .map_err(|err| store_error("", err))?;
     sessions.sort_by(|a, b| a.id().cmp(b.id()));
     let sessions: Vec<Value> = sessions
         .iter()
@@ -76,7 +83,7 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Value> {
             entry
         })
         .collect();
-    Json(json!({ "sessions": sessions }))
+    Ok(Json(json!({ "sessions": sessions })))
 }
 
 async fn replace(
@@ -89,16 +96,11 @@ async fn replace(
         DocumentKind::Case => "invalid load-case request",
         _ => "invalid control payload",
     };
-    let replaced = if body.len() <= super::OFFLOAD_BYTES {
-        state.store.replace(id, kind, body)
-    } else {
-        // Parsing and compiling a large document takes a while: not on an async worker.
-        let (store, id) = (state.store.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || store.replace(&id, kind, body))
-            .await
-            .map_err(|err| ApiError::internal(format!("the write did not finish: {err}")))?
-    };
-    let (session, revision) = replaced.map_err(|err| store_error(context, err))?;
+    let (session, revision) = state
+        .store
+        .replace(id, kind, body)
+        .await
+        .map_err(|err| store_error(context, err))?;
     tracing::debug!(
         session_id = session.id(),
         revision,
@@ -146,16 +148,19 @@ pub(super) async fn fixtures(
     replace(&state, &id, DocumentKind::Fixtures, body).await
 }
 
-fn stats_json(session: &Session) -> Value {
-    let stats = &session.stats;
-    json!({
-        "injectedSpans": Stats::get(&stats.injected_spans),
-        "extractedSpans": Stats::get(&stats.extracted_spans),
-        "strictMisses": Stats::get(&stats.strict_misses),
-        "injectMisses": Stats::get(&stats.inject_misses),
-        "injectedErrors": Stats::get(&stats.injected_errors),
-        "droppedSpans": Stats::get(&stats.dropped_spans),
-    })
+/// A session's counters as `…/stats` and `…/state` show them.
+async fn stats_json(state: &AppState, session: &Session) -> Result<Value, ApiError> {
+    let counts = state
+        .store
+        .stats(session)
+        .await
+        .map_err(|err| store_error("", err))?;
+    let fields = STAT_FIELDS.iter().zip(counts);
+    Ok(Value::Object(
+        fields
+            .map(|(name, n)| ((*name).to_owned(), json!(n)))
+            .collect(),
+    ))
 }
 
 /// `GET /v1/sessions/{id}/stats`.
@@ -163,12 +168,16 @@ pub(super) async fn stats(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = state.store.get(&id).map_err(|err| store_error("", err))?;
+    let session = state
+        .store
+        .get(&id)
+        .await
+        .map_err(|err| store_error("", err))?;
     Ok(Json(json!({
         "sessionId": session.id(),
         "sessionRevision": session.snapshot().revision,
         "mode": session.mode(),
-        "stats": stats_json(&session),
+        "stats": stats_json(&state, &session).await?,
     })))
 }
 
@@ -201,7 +210,11 @@ pub(super) async fn session_state(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let session = state.store.get(&id).map_err(|err| store_error("", err))?;
+    let session = state
+        .store
+        .get(&id)
+        .await
+        .map_err(|err| store_error("", err))?;
     let snapshot = session.snapshot();
     let case_summary = match &snapshot.case {
         Some(case) => {
@@ -214,7 +227,7 @@ pub(super) async fn session_state(
         session_revision: snapshot.revision,
         mode: session.mode(),
         case_summary,
-        stats: stats_json(&session),
+        stats: stats_json(&state, &session).await?,
         policy: snapshot.policy.as_ref().and_then(|d| as_posted(&d.raw)),
         rules: snapshot.rules.as_ref().and_then(|d| as_posted(&d.raw)),
         fixtures: snapshot.fixtures.as_ref().and_then(|d| as_posted(&d.raw)),
@@ -228,8 +241,24 @@ pub(super) async fn misses(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = state.store.get(&id).map_err(|err| store_error("", err))?;
-    let (misses, dropped) = session.misses.snapshot();
+    let session = state
+        .store
+        .get(&id)
+        .await
+        .map_err(|err| store_error("", err))?;
+    let (misses, dropped) = match state.store.redis() {
+        None => {
+            let (misses, dropped) = session.misses.snapshot();
+            (json!(misses), dropped)
+        }
+        Some(redis) => {
+            let (misses, dropped) = redis
+                .misses(&id)
+                .await
+                .map_err(|err| store_error("", err))?;
+            (json!(misses), dropped)
+        }
+    };
     Ok(Json(json!({
         "sessionId": session.id(),
         "misses": misses,
@@ -251,18 +280,16 @@ pub(super) async fn close(
     Path(id): Path<String>,
     Query(query): Query<CloseQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let session: Arc<Session> = state.store.get(&id).map_err(|err| store_error("", err))?;
-    let closing = state.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        let out = query.out.as_deref();
-        close_session(&closing, &session, Closing::Request { out }).map(|path| (session, path))
-    })
-    .await
-    .map_err(|err| ApiError::internal(format!("close did not finish: {err}")))?;
-    match closed {
-        Ok((session, path)) => {
-            tracing::debug!(session_id = session.id(), "Session closed.");
-            let mut body = json!({"sessionId": session.id(), "closed": true});
+    let session: Arc<Session> = state
+        .store
+        .get(&id)
+        .await
+        .map_err(|err| store_error("", err))?;
+    let closing = Closing::Request { out: query.out };
+    match capture::close(&state, session, closing).await {
+        Ok(path) => {
+            tracing::debug!(session_id = id, "Session closed.");
+            let mut body = json!({"sessionId": id, "closed": true});
             if let Some(path) = path {
                 body["capturePath"] = json!(path.display().to_string());
             }
@@ -275,6 +302,7 @@ pub(super) async fn close(
         Err(err @ CloseError::Write(_)) => Err(ApiError::internal(format!(
             "{err}; the session stays open: fix the path or permissions and close again"
         ))),
+        Err(CloseError::Store(err)) => Err(store_error("", err)),
     }
 }
 
@@ -294,9 +322,21 @@ pub(super) async fn capture(
             ),
         )
     };
-    if let Ok(session) = state.store.get(&id) {
-        let buffer = session.capture.as_ref().ok_or_else(not_found)?;
-        let captured = buffer.contents();
+    let live = match state.store.cached(&id).await {
+        Ok(session) => Some(session),
+        Err(StoreError::UnknownSession) => None,
+        Err(err) => return Err(store_error("", err)),
+    };
+    if let Some(session) = live {
+        let captured = match (state.store.redis(), &session.capture) {
+            (_, None) => return Err(not_found()),
+            (None, Some(buffer)) => buffer.contents(),
+            (Some(redis), Some(_)) => redis
+                .peek(&id)
+                .await
+                .map_err(|err| store_error("", err))?
+                .ok_or_else(not_found)?,
+        };
         // The case is rendered in memory from the buffer, at about this many times its size:
         // held against the in-flight budget, rendered off the async workers.
         const RENDER_FACTOR: usize = 4;
@@ -318,13 +358,18 @@ pub(super) async fn capture(
         .map_err(|err| ApiError::internal(format!("rendering the capture failed: {err}")))?
         .map_err(|err| ApiError::internal(format!("rendering the capture failed: {err}")))?;
         drop(held);
-        return Ok((
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            rendered,
-        )
-            .into_response());
+        return Ok(json_response(rendered.into()));
     }
-    let written = state.captures.case_of(&id).ok_or_else(not_found)?;
+    let Some(written) = state.captures.case_of(&id) else {
+        // Written by another replica: Redis keeps it for --store-case-ttl.
+        let redis = state.store.redis().ok_or_else(not_found)?;
+        let case = redis
+            .written_case(&id)
+            .await
+            .map_err(|err| store_error("", err))?
+            .ok_or_else(not_found)?;
+        return Ok(json_response(case.into()));
+    };
     let unreadable = |err: std::io::Error| {
         ApiError::internal(format!(
             "cannot read the capture at {}: {err}",
@@ -346,9 +391,13 @@ pub(super) async fn capture(
         ));
     }
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    Ok((
+    Ok(json_response(body))
+}
+
+fn json_response(body: axum::body::Body) -> Response {
+    (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,
     )
-        .into_response())
+        .into_response()
 }

@@ -5,7 +5,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+use softprobe::redis_store::RedisStore;
 use softprobe::state::{AppState, Settings};
+use softprobe::store::Store;
 use softprobe_pipeline::store::{SessionStore, StoreLimits};
 use std::net::SocketAddr;
 use tower::ServiceExt as _;
@@ -17,12 +19,22 @@ pub struct App {
 }
 
 impl App {
-    pub fn new() -> Self {
-        Self::with(StoreLimits::default(), Settings::default())
+    pub async fn new() -> Self {
+        Self::with(StoreLimits::default(), Settings::default()).await
     }
 
-    pub fn with(limits: StoreLimits, settings: Settings) -> Self {
-        let state = AppState::new(SessionStore::new(limits), settings);
+    pub async fn with(limits: StoreLimits, settings: Settings) -> Self {
+        let store = match test_store_url().await {
+            None => Store::memory(SessionStore::new(limits)),
+            Some(url) => {
+                let url = url.parse().expect("a store URL");
+                let redis = RedisStore::connect(&url, &limits, std::time::Duration::from_secs(60))
+                    .await
+                    .expect("the test store answers");
+                Store::shared(SessionStore::new(limits), redis)
+            }
+        };
+        let state = AppState::new(store, settings);
         let router = softprobe::serve::http_service(state.clone());
         Self { state, router }
     }
@@ -103,6 +115,27 @@ pub fn assert_error(response: &(StatusCode, Value), status: StatusCode, code: &s
     message
 }
 
+/// The store the tests' runtimes use: in memory, or a Redis database of their own, emptied
+/// first, when `SOFTPROBE_TEST_STORE_URL` names a server (`redis://127.0.0.1:6390`; started
+/// with enough databases, `--databases 10000`), so every test runs on both stores.
+pub async fn test_store_url() -> Option<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT_DB: AtomicU32 = AtomicU32::new(1);
+    let base = std::env::var("SOFTPROBE_TEST_STORE_URL").ok()?;
+    let db = NEXT_DB.fetch_add(1, Ordering::Relaxed) % 9_999 + 1;
+    let url = format!("{}/{db}", base.trim_end_matches('/'));
+    let client = redis::Client::open(url.as_str()).expect("SOFTPROBE_TEST_STORE_URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test store answers");
+    let _: () = redis::cmd("FLUSHDB")
+        .query_async(&mut connection)
+        .await
+        .expect("FLUSHDB");
+    Some(url)
+}
+
 /// A runtime serving on loopback, stopped (and its captures flushed) when dropped or `stop`ped.
 pub struct Runtime {
     pub addr: SocketAddr,
@@ -125,6 +158,13 @@ impl Runtime {
             "127.0.0.1:0",
         ];
         argv.extend_from_slice(extra);
+        let store = match extra.contains(&"--store") {
+            true => None,
+            false => test_store_url().await,
+        };
+        if let Some(store) = &store {
+            argv.extend(["--store", store.as_str()]);
+        }
         let captures = tempfile::tempdir().expect("temporary directory");
         let default_dir = captures.path().to_str().expect("UTF-8 path").to_owned();
         if !extra.contains(&"--capture-dir") {

@@ -23,6 +23,9 @@ pub struct HitResponse {
     pub revision: u64,
     /// For a replay: the recorded case span that answered.
     pub case_span_id: Option<String>,
+    /// The `consume: once` rule this hit used up, as (layer, position in its document): a
+    /// store shared by several runtimes claims it there too, so it fires once across them.
+    pub consumed: Option<(&'static str, usize)>,
 }
 
 /// The name of the span a hit answers with.
@@ -239,6 +242,7 @@ mod tests {
                 layer: "session",
                 revision: 300,
                 case_span_id: Some("00f067aa0ba902b7".into()),
+                consumed: None,
             },
             HitResponse {
                 status: 500,
@@ -249,6 +253,7 @@ mod tests {
                 layer: "policy",
                 revision: 0,
                 case_span_id: None,
+                consumed: None,
             },
             HitResponse {
                 status: 0,
@@ -259,6 +264,7 @@ mod tests {
                 layer: "case",
                 revision: u64::MAX,
                 case_span_id: None,
+                consumed: None,
             },
         ];
         for hit in &hits {
@@ -288,6 +294,7 @@ mod tests {
             layer: "session",
             revision: 7,
             case_span_id: None,
+            consumed: None,
         };
         let back = decode_traces(&hit.encode_json(), Some(Encoding::Json)).unwrap();
         let span = &back.resource_spans[0].scope_spans[0].spans[0];

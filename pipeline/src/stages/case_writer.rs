@@ -2,12 +2,10 @@
 //! session's buffer, counts what it refuses, and on close writes the session's case file.
 
 use crate::budget::Budget;
-use crate::capture::{PushError, case_document};
+use crate::capture::{Captured, PushError, case_document};
 use crate::case_file::{CasePaths, Destination, WriteError, write_case};
-use crate::export::{ExportError, ExportOutcome, SessionBatches, Spans};
+use crate::export::{ExportError, ExportOutcome, SessionBatches};
 use crate::session::{Session, Stats};
-use bytes::Bytes;
-use prost::Message as _;
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,13 +52,7 @@ impl CaseWriter {
                 accepted += batch.count as u64;
                 continue;
             }
-            // Copied, not shared: the request's bytes can be a slice of the server's read
-            // buffer, and keeping the slice would keep the whole buffer (8 KiB for a one-span
-            // export).
-            let encoded = match batch.spans {
-                Spans::Wire(body) => Bytes::copy_from_slice(body.as_bytes()),
-                Spans::Decoded(traces) => traces.encode_to_vec().into(),
-            };
+            let encoded = batch.spans.encoded();
             kept.push((batch.session, encoded, batch.count));
         }
         // The whole export is held against the capture budget before any of it is appended,
@@ -121,19 +113,30 @@ impl CaseWriter {
             return Ok(None);
         };
         let captured = buffer.seal();
-        let loaded = session.snapshot().case.clone();
-        let document = case_document(session.id(), now, &captured, loaded.as_deref());
-        match write_case(destination, &document, ours) {
-            Ok(metadata) => Ok(Some(WrittenCase {
-                path: destination.path.clone(),
-                metadata,
-                spans: captured.spans,
-                dropped_spans: captured.dropped_spans,
-            })),
-            Err(err) => {
-                buffer.unseal();
-                Err(err)
-            }
+        let written = Self::write_captured(session, &captured, destination, now, ours);
+        if written.is_err() {
+            buffer.unseal();
         }
+        written.map(Some)
+    }
+
+    /// Writes the case of `captured`, a capture of `session` taken elsewhere (a shared store
+    /// seals and takes it).
+    pub fn write_captured(
+        session: &Session,
+        captured: &Captured,
+        destination: &Destination,
+        now: SystemTime,
+        ours: impl Fn(&Path, &Metadata) -> bool,
+    ) -> Result<WrittenCase, WriteError> {
+        let loaded = session.snapshot().case.clone();
+        let document = case_document(session.id(), now, captured, loaded.as_deref());
+        let metadata = write_case(destination, &document, ours)?;
+        Ok(WrittenCase {
+            path: destination.path.clone(),
+            metadata,
+            spans: captured.spans,
+            dropped_spans: captured.dropped_spans,
+        })
     }
 }

@@ -92,5 +92,6 @@ pub(crate) fn decide(lookup: &InjectLookup<'_>, session: &Session) -> InjectOutc
         layer: decision.rule().map_or("policy", |r| r.layer.as_str()),
         revision: snapshot.revision,
         case_span_id,
+        consumed: decision.rule().and_then(|rule| rule.consumed_key()),
     })
 }

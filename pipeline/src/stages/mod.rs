@@ -13,7 +13,7 @@ pub use receive::ReceiveConfig;
 pub use redact::{REDACTED, RedactConfig};
 
 use crate::case_file::CasePaths;
-use crate::export::{ExportError, ExportOutcome};
+use crate::export::{ExportError, ExportOutcome, SessionBatches, Spans};
 use crate::inject::{ForwardReason, InjectError, InjectOutcome};
 use crate::otlp::Received;
 use crate::store::SessionStore;
@@ -66,13 +66,34 @@ impl Pipelines {
     /// Export, throughput-bound: spans to keep.
     pub fn export(&self, received: Received) -> Result<ExportOutcome, ExportError> {
         // receiver: protobuf checked and kept as received, JSON decoded (gzip, limits)
-        let spans = receive::export(&self.receive, received)?;
+        let spans = self.receive_export(received)?;
+        // session enrichment and redaction
+        let batches = self.batches(spans)?;
+        // case writer: append to capture buffers within their limits and the budget
+        self.case_writer.append(batches)
+    }
+
+    /// The session an inject lookup names, read ahead of [`Self::inject`] by a shared store
+    /// that must bring the session up to date first.
+    pub fn inject_session(&self, received: &Received) -> Result<Option<String>, InjectError> {
+        receive::inject(&self.receive, received, |lookup| {
+            Ok(lookup.session_id.map(str::to_owned))
+        })
+    }
+
+    /// Export's receiver alone, for a shared store that appends the batches itself.
+    pub fn receive_export(&self, received: Received) -> Result<Spans, ExportError> {
+        receive::export(&self.receive, received)
+    }
+
+    /// Export between receiver and case writer: spans grouped by their live session (the rest
+    /// refused), then redacted.
+    pub fn batches(&self, spans: Spans) -> Result<SessionBatches, ExportError> {
         // session enrichment: spans grouped by their live session, the rest refused
         let mut batches = enrich::group(&self.store, spans)?;
         // redaction: header values no capture keeps
         redact::redact(&self.redact, &mut batches)?;
-        // case writer: append to capture buffers within their limits and the budget
-        self.case_writer.append(batches)
+        Ok(batches)
     }
 
     /// The case writer, which also writes a capture session's case on close.
