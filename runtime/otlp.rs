@@ -7,7 +7,7 @@ use crate::api::RawBody;
 use crate::api::error::ApiError;
 use crate::metrics::InjectResult;
 use crate::proto::raw;
-use crate::redis_store::Appended;
+use crate::redis_store::{Appended, STAT_FIELDS};
 use crate::routes;
 use crate::state::AppState;
 use axum::Router;
@@ -129,9 +129,7 @@ async fn inject_shared(
             continue;
         }
         if let Some(counter) = shared_counter(&outcome) {
-            // Counted off the answer's path: a stats read may trail it by a moment.
-            let (counting, session) = (redis.clone(), id.clone());
-            tokio::spawn(async move { counting.count(&session, counter).await });
+            redis.count(id, counter);
         }
         // Misses this decision recorded in the replica's copy are in Redis before the answer,
         // so a test that reads them next, on any replica, finds them.
@@ -146,17 +144,18 @@ async fn inject_shared(
     }
 }
 
-/// The stats counter an inject outcome adds to.
-fn shared_counter(outcome: &InjectOutcome) -> Option<&'static str> {
-    match outcome {
-        InjectOutcome::Hit(hit) => Some(match hit.decision {
+/// The stats counter an inject outcome adds to, as its index in [`STAT_FIELDS`].
+fn shared_counter(outcome: &InjectOutcome) -> Option<usize> {
+    let field = match outcome {
+        InjectOutcome::Hit(hit) => match hit.decision {
             "error" => "injectedErrors",
             "strict_miss" => "strictMisses",
             _ => "injectedSpans",
-        }),
-        InjectOutcome::Forward(ForwardReason::UnknownSession) => None,
-        InjectOutcome::Forward(_) => Some("injectMisses"),
-    }
+        },
+        InjectOutcome::Forward(ForwardReason::UnknownSession) => return None,
+        InjectOutcome::Forward(_) => "injectMisses",
+    };
+    STAT_FIELDS.iter().position(|f| *f == field)
 }
 
 /// [`run`] for a body read more than once.

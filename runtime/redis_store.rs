@@ -15,6 +15,7 @@
 //! limit, listings and idle expiry. Every key of a session expires after twice the idle
 //! timeout without use, so a store outlives no abandoned session for long.
 
+use dashmap::DashMap;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo as _, Pipeline, RedisFuture, Script, Value};
@@ -23,6 +24,7 @@ use softprobe_pipeline::capture::{CaptureLimits, Captured};
 use softprobe_pipeline::misses::{MAX_MISSES, Miss};
 use softprobe_pipeline::mode::Mode;
 use softprobe_pipeline::store::{DocumentKind, StoreError, StoreLimits};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a Redis call may take before the request is answered `store_unavailable`.
@@ -147,7 +149,8 @@ pub enum Appended {
     Full,
 }
 
-/// A session's counters, as `…/stats` reports them.
+/// A session's counters, as `…/stats` reports them; inject outcomes count into the first,
+/// third, fourth and fifth.
 pub const STAT_FIELDS: [&str; 6] = [
     "injectedSpans",
     "extractedSpans",
@@ -168,7 +171,13 @@ pub struct RedisStore {
     capture: CaptureLimits,
     max_sessions: usize,
     max_capture_bytes_total: usize,
+    /// Inject outcomes counted here and not yet added in Redis, by session.
+    unflushed: Arc<DashMap<String, [u64; 6]>>,
 }
+
+/// How often a replica adds its inject counts to Redis: one command per session per period,
+/// instead of one per inject.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 fn key(id: &str, suffix: &str) -> String {
     format!("softprobe:{{{id}}}:{suffix}")
@@ -203,6 +212,16 @@ local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -1 - used end
 redis.call('INCRBY', KEYS[1], ARGV[1])
 return 0";
+
+/// Adds a replica's inject counts (ARGV, in `STAT_FIELDS` order) to a session that still
+/// exists: a closed session's hash must not come back as a hash of counters.
+const COUNT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local fields = {'injectedSpans', 'extractedSpans', 'strictMisses', 'injectMisses', 'injectedErrors', 'droppedSpans'}
+for i, field in ipairs(fields) do
+  if ARGV[i] ~= '0' then redis.call('HINCRBY', KEYS[1], field, ARGV[i]) end
+end
+return 1";
 
 /// Keeps every key of a session alive for ARGV[1] ms more.
 const KEEP_ALIVE: &str = r"
@@ -355,8 +374,18 @@ impl RedisStore {
             capture: limits.capture,
             max_sessions: limits.max_sessions,
             max_capture_bytes_total: limits.max_capture_bytes_total,
+            unflushed: Arc::default(),
         };
         store.ping().await.map_err(|err| err.to_string())?;
+        let flushing = store.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(FLUSH_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                flushing.flush().await;
+            }
+        });
         Ok(store)
     }
 
@@ -535,12 +564,30 @@ impl RedisStore {
         Ok(claimed == 1)
     }
 
-    /// Counts inject outcomes in the session's stats.
-    pub async fn count(&self, id: &str, field: &'static str) -> Result<(), StoreError> {
-        let _: i64 = self
-            .run(redis::cmd("HINCRBY").arg(key(id, "s")).arg(field).arg(1))
-            .await?;
-        Ok(())
+    /// Counts an inject outcome in the session's stats ([`STAT_FIELDS`] index `field`): here
+    /// at once, in Redis within [`FLUSH_EVERY`].
+    pub fn count(&self, id: &str, field: usize) {
+        self.unflushed.entry(id.to_owned()).or_insert([0; 6])[field] += 1;
+    }
+
+    /// Adds the counts of this replica to Redis. Counts that fail to go are kept for the next
+    /// flush; those of a session that is gone are dropped with it.
+    pub async fn flush(&self) {
+        let ids: Vec<String> = self.unflushed.iter().map(|e| e.key().clone()).collect();
+        for id in ids {
+            let Some((_, counts)) = self.unflushed.remove(&id) else {
+                continue;
+            };
+            let numbers: Vec<String> = counts.iter().map(u64::to_string).collect();
+            let args: Vec<&[u8]> = numbers.iter().map(|n| n.as_bytes()).collect();
+            let sent: Result<i64, StoreError> = self.script(COUNT, &[&key(&id, "s")], &args).await;
+            if sent.is_err() {
+                let mut kept = self.unflushed.entry(id).or_insert([0; 6]);
+                for (slot, n) in kept.iter_mut().zip(counts) {
+                    *slot += n;
+                }
+            }
+        }
     }
 
     /// Adds misses (as JSON) to the session's, keeping the last [`MAX_MISSES`].
@@ -608,9 +655,9 @@ impl RedisStore {
                 .map(|v| v.as_deref().and_then(|v| v.parse().ok()))
                 .collect()
         };
-        let mut stats = [0u64; 6];
+        let mut stats = self.unflushed.get(id).map_or([0; 6], |counts| *counts);
         for (slot, value) in stats.iter_mut().zip(values) {
-            *slot = value.unwrap_or(0);
+            *slot += value.unwrap_or(0);
         }
         Ok(Some(stats))
     }

@@ -184,6 +184,10 @@ impl Server {
         }
         // A capture session created by a request that was still in flight above.
         flush_captures(&state).await;
+        // This replica's inject counts not yet in Redis.
+        if let Some(redis) = state.store.redis() {
+            redis.flush().await;
+        }
         tracing::info!("Runtime stopped.");
         Ok(())
     }

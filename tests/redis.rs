@@ -28,12 +28,18 @@ struct Redis {
 
 impl Redis {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Self::spawn(dir.path(), port);
-        let redis = Self { child, port, dir };
-        redis.wait_ready();
-        redis
+        let mut dir = tempfile::tempdir().unwrap();
+        // A free port can be taken again before the server binds it: then try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Self::spawn(dir.path(), port);
+            let mut redis = Self { child, port, dir };
+            if redis.wait_ready() {
+                return redis;
+            }
+            dir = std::mem::replace(&mut redis.dir, tempfile::tempdir().unwrap());
+        }
+        panic!("redis-server did not start on five ports");
     }
 
     fn spawn(dir: &Path, port: u16) -> Child {
@@ -54,15 +60,20 @@ impl Redis {
             .expect("redis-server must be installed (apt-get install -y redis-server)")
     }
 
-    fn wait_ready(&self) {
+    /// Whether the server now listens; false when it exited (its port was taken).
+    fn wait_ready(&mut self) -> bool {
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "redis-server did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child.try_wait().unwrap().is_none()
     }
 
     fn url(&self) -> String {
@@ -77,7 +88,10 @@ impl Redis {
     fn restart(&mut self) {
         self.stop();
         self.child = Self::spawn(self.dir.path(), self.port);
-        self.wait_ready();
+        assert!(
+            self.wait_ready(),
+            "redis-server did not restart on its port"
+        );
     }
 }
 
@@ -205,31 +219,45 @@ impl Replica {
 
     async fn with(store: &str, extra: &[&str]) -> Self {
         let captures = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_softprobe"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--store", store])
-            .arg("--capture-dir")
-            .arg(captures.path())
-            .args(extra)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let replica = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _captures: captures,
-        };
-        let started = Instant::now();
-        while reqwest::get(replica.url("/health")).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "replica did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let log = captures.path().join("stderr.log");
+        // A free port can be taken again before the runtime binds it: then try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_softprobe"))
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+                .args(["--store", store])
+                .arg("--capture-dir")
+                .arg(captures.path())
+                .args(extra)
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let base = format!("http://127.0.0.1:{port}");
+            let started = Instant::now();
+            loop {
+                if reqwest::get(format!("{base}/health")).await.is_ok() {
+                    return Self {
+                        child,
+                        base,
+                        _captures: captures,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "replica did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        replica
+        panic!(
+            "replica exited on five ports: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     fn url(&self, path: &str) -> String {
