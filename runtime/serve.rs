@@ -144,7 +144,7 @@ impl Server {
         let budget = ConnectionBudget::new(self.limits, state.metrics.clone());
         let http = tokio::spawn(connections::serve(
             self.http,
-            hyper_http_service(state.clone()),
+            http_stack::<hyper::body::Incoming>(state.clone()),
             budget.clone(),
             stopped.clone(),
         ));
@@ -211,25 +211,9 @@ pub fn http_service(state: AppState) -> HttpService {
     )
 }
 
-/// The HTTP stack over hyper's request bodies: the same layers, without boxing the service,
-/// its future or the request body more than once per request.
-fn hyper_http_service(
-    state: AppState,
-) -> impl tower::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = http::Response<
-        impl http_body::Body<Data = bytes::Bytes, Error = axum::Error> + Send,
-    >,
-    Error = std::convert::Infallible,
-    Future: Send,
-> + Clone
-+ Send
-+ 'static {
-    http_stack(state)
-}
-
 /// The HTTP stack every request on `--listen` passes through, outermost first, over any
-/// request body.
+/// request body: hyper's on the listener, without boxing the service, its future or the body
+/// more than once; axum's in tests.
 fn http_stack<B>(
     state: AppState,
 ) -> impl tower::Service<

@@ -321,6 +321,21 @@ async fn inject(replica: &Replica, session: &str) -> (u16, Vec<u8>) {
     (status, response.bytes().await.unwrap().to_vec())
 }
 
+/// Exports one span of `session` carrying `marker` (protobuf), through `replica`.
+async fn export(
+    replica: &Replica,
+    session: &str,
+    marker: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let batch = traces("orders", vec![span("extract", session, &[("n", marker)])]);
+    reqwest::Client::new()
+        .post(replica.url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(batch.encode_to_vec())
+        .send()
+        .await
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -452,13 +467,7 @@ async fn every_span_acknowledged_by_any_replica_is_in_the_case_though_one_was_ki
         }
         let replica = &replicas[n % 3];
         let marker = format!("span-{n}-end");
-        let batch = traces("orders", vec![span("extract", &session, &[("n", &marker)])]);
-        let sent = client
-            .post(replica.url("/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(batch.encode_to_vec())
-            .send()
-            .await;
+        let sent = export(replica, &session, &marker).await;
         if let Ok(response) = sent
             && response.status() == 200
         {
@@ -648,15 +657,7 @@ async fn three_replicas_on_a_redis_cluster_behave_as_one_runtime() {
 
     let capture = create(&replicas[0], "capture").await;
     for n in 0..9 {
-        let batch = traces(
-            "orders",
-            vec![span("extract", &capture, &[("n", &format!("c-{n}-end"))])],
-        );
-        let response = reqwest::Client::new()
-            .post(replicas[n % 3].url("/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(batch.encode_to_vec())
-            .send()
+        let response = export(&replicas[n % 3], &capture, &format!("c-{n}-end"))
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
@@ -694,19 +695,7 @@ async fn the_session_limit_and_idle_expiry_span_every_replica() {
     // Spans keep the capture alive past the idle timeout; then, unused, one replica writes
     // its case and either serves it.
     for n in 0..4 {
-        let batch = traces(
-            "orders",
-            vec![span(
-                "extract",
-                &capture,
-                &[("n", &format!("idle-{n}-end"))],
-            )],
-        );
-        let response = reqwest::Client::new()
-            .post(b.url("/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(batch.encode_to_vec())
-            .send()
+        let response = export(&b, &capture, &format!("idle-{n}-end"))
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
