@@ -4,6 +4,7 @@
 mod check;
 mod document;
 mod execute;
+mod hooks;
 mod output;
 
 use super::{CliError, Report, RuntimeClient, exit};
@@ -28,7 +29,7 @@ pub(super) async fn run(args: SuiteArgs) -> Result<Report, CliError> {
             junit,
             report,
             env_file,
-            hooks: _,
+            hooks,
         } => {
             let client = RuntimeClient::new(&args.client, Duration::from_secs(30))?;
             let run = Run {
@@ -40,6 +41,7 @@ pub(super) async fn run(args: SuiteArgs) -> Result<Report, CliError> {
                 junit,
                 report,
                 env_file,
+                hooks,
             };
             run.run(client).await
         }
@@ -87,6 +89,8 @@ struct Run {
     junit: Option<PathBuf>,
     report: Option<PathBuf>,
     env_file: Option<PathBuf>,
+    /// `--hooks` files, already split at commas.
+    hooks: Vec<PathBuf>,
 }
 
 impl Run {
@@ -99,10 +103,17 @@ impl Run {
                 json!({"suite": suite.name, "total": 0, "passed": 0, "failed": 0, "cases": []}),
             ));
         }
+        // Hooks see the whole environment, the suite's `env:` filling keys it lacks.
+        let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+        for (key, value) in &suite.env {
+            env.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+        let hooks = hooks::Hooks::start(&self.hooks, env, &suite.env).await?;
         let runner = Arc::new(Runner::new(
             client,
             self.app_url.clone(),
             suite.noise.clone(),
+            hooks,
         )?);
         let progress = std::io::stderr().is_terminal();
         let failed = Arc::new(AtomicBool::new(false));
@@ -131,6 +142,7 @@ impl Run {
             match task.await {
                 Ok(result) => results.push(result),
                 Err(err) => {
+                    runner.hooks.close().await;
                     return Err(CliError::new(
                         exit::GENERIC,
                         "suite_failed",
@@ -140,6 +152,7 @@ impl Run {
                 }
             }
         }
+        runner.hooks.close().await;
         let count = |status: Status| results.iter().filter(|r| r.status == status).count();
         let (passed, failures, skipped) = (
             count(Status::Passed),
