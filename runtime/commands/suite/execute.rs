@@ -737,3 +737,124 @@ fn text_body(attributes: &otlp::Attributes<'_>, key: &str, encoding: &str) -> St
     }
     body.to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Recorded {
+        Recorded {
+            method: "GET".to_owned(),
+            url: None,
+            host: Some("shop.local".to_owned()),
+            path: "/checkout".to_owned(),
+            headers: vec![
+                ("accept".to_owned(), "*/*".to_owned()),
+                ("x-drop".to_owned(), "1".to_owned()),
+            ],
+            body: Vec::new(),
+            response: Some(Answer {
+                status: 200,
+                headers: vec![(":status".to_owned(), "200".to_owned())],
+                body: r#"{"ok":true}"#.to_owned(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_request_hook_merges_fields_and_headers() {
+        let mut sent = request();
+        let patch = json!({
+            "method": "post",
+            "path": "orders",
+            "headers": {"Accept": "application/json", "x-drop": null, "x-n": 2},
+            "body": {"a": 1},
+        });
+        patch_request(&mut sent, "h", &patch).unwrap();
+        assert_eq!(
+            (sent.method.as_str(), sent.path.as_str()),
+            ("POST", "/orders")
+        );
+        assert_eq!(
+            sent.headers,
+            [
+                ("accept".to_owned(), "application/json".to_owned()),
+                ("x-n".to_owned(), "2".to_owned())
+            ]
+        );
+        assert_eq!(sent.body, br#"{"a":1}"#);
+        patch_request(&mut sent, "h", &Value::Null).unwrap();
+        let err = patch_request(&mut sent, "h", &json!("GET")).unwrap_err();
+        assert!(err.to_string().contains("returned \"GET\""), "{err}");
+    }
+
+    #[test]
+    fn a_mock_hook_overrides_only_what_it_sets() {
+        let mut response =
+            json!({"status": 201, "headers": {"a": "1"}, "body": "AAE=", "bodyEncoding": "base64"});
+        patch_response(
+            &mut response,
+            "h",
+            &json!({"status": 0, "headers": {}, "body": ""}),
+        )
+        .unwrap();
+        assert_eq!(
+            response["status"], 201,
+            "zero and empty fields do not override"
+        );
+        assert_eq!(response["bodyEncoding"], "base64");
+        patch_response(
+            &mut response,
+            "h",
+            &json!({"status": 402, "body": {"paid": false}}),
+        )
+        .unwrap();
+        assert_eq!(
+            response,
+            json!({"status": 402, "headers": {"a": "1"}, "body": "{\"paid\":false}"})
+        );
+    }
+
+    #[test]
+    fn assert_hooks_get_json_bodies_and_canonical_headers_and_their_issues_become_differences() {
+        let ctx = Context {
+            case_id: "c",
+            session: "s",
+        };
+        let actual = Answer {
+            status: 200,
+            headers: vec![
+                ("content-type".to_owned(), "text/plain".to_owned()),
+                ("content-type".to_owned(), "second".to_owned()),
+            ],
+            body: "not json".to_owned(),
+        };
+        let body = assert_payload(Kind::AssertBody, &request(), &actual, ctx);
+        assert_eq!(body["actual"], Value::Null);
+        assert_eq!(body["captured"], json!({"ok": true}));
+        assert_eq!(body["ctx"]["path"], "/checkout");
+        let headers = assert_payload(Kind::AssertHeaders, &request(), &actual, ctx);
+        assert_eq!(headers["actual"], json!({"Content-Type": "text/plain"}));
+        assert_eq!(headers["captured"], json!({}), "pseudo-headers left out");
+
+        let found = issues(
+            "shape",
+            Kind::AssertBody,
+            &json!([{"path": "$.a", "expected": 1, "actual": "x"}, {"reason": "empty"}]),
+        )
+        .unwrap();
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "$.a: reported by hook shape (expected 1, got \"x\")",
+                "$: hook shape: empty"
+            ]
+        );
+        assert!(
+            issues("shape", Kind::AssertBody, &json!(null))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(issues("shape", Kind::AssertBody, &json!({"path": "$"})).is_err());
+    }
+}
