@@ -8,11 +8,12 @@
 use super::check::{Answer, Difference, compare};
 use super::document::{Mock, PlannedCase, RequestSpec};
 use super::hooks::{HookError, Hooks, Kind, canonical};
-use crate::commands::session::{miss_lines, path as session_path};
-use crate::commands::{CliError, RuntimeClient};
+use crate::commands::CliError;
+use crate::commands::session::miss_lines;
 use serde_json::{Value, json};
 use softprobe_pipeline::hop::Hop;
 use softprobe_pipeline::otlp::{self, AttrRef, Encoding, SpanView, keys};
+use softprobe_sdk::{Mode, Session, Softprobe};
 use std::time::{Duration, Instant};
 
 /// How a case ended.
@@ -71,7 +72,7 @@ impl CaseResult {
 
 /// What a case run needs besides the case.
 pub(super) struct Runner {
-    pub(super) client: RuntimeClient,
+    pub(super) client: Softprobe,
     pub(super) app: reqwest::Client,
     pub(super) app_url: Option<String>,
     pub(super) noise: Vec<String>,
@@ -87,7 +88,7 @@ struct Context<'a> {
 
 impl Runner {
     pub(super) fn new(
-        client: RuntimeClient,
+        client: Softprobe,
         app_url: Option<String>,
         noise: Vec<String>,
         hooks: Hooks,
@@ -148,23 +149,29 @@ impl Runner {
         }
         let settings = &case.settings;
         let request = ingress(settings.request.as_ref(), &document)?;
-        let created = self
+        let mut session = self
             .client
-            .post("/v1/sessions", Some(br#"{"mode":"replay"}"#.to_vec()))
+            .start_session(Mode::Replay)
             .await
-            .map_err(|err| format!("runtime unavailable (session start): {}", err.message))?;
-        let id = created["sessionId"].as_str().unwrap_or_default().to_owned();
+            .map_err(|err| failed("runtime unavailable (session start)", err))?;
         let outcome = self
-            .in_session(&id, settings.policy.as_ref(), bytes, request, case, result)
+            .in_session(
+                &mut session,
+                settings.policy.as_ref(),
+                bytes,
+                request,
+                case,
+                result,
+            )
             .await;
-        let _ = self.client.post(&session_path(&id, "close"), None).await;
+        let _ = session.close().await;
         outcome
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn in_session(
         &self,
-        id: &str,
+        session: &mut Session,
         policy: Option<&Value>,
         case_bytes: Vec<u8>,
         request: Option<Recorded>,
@@ -172,23 +179,27 @@ impl Runner {
         result: &mut CaseResult,
     ) -> Result<(), String> {
         let case_id = result.case_id.clone();
+        let id = session.id().to_owned();
         let ctx = Context {
             case_id: &case_id,
-            session: id,
-        };
-        let post = |route: &'static str, body: Vec<u8>| async move {
-            self.client
-                .post(&session_path(id, route), Some(body))
-                .await
-                .map_err(|err| format!("{route} failed: {}", err.message))
+            session: &id,
         };
         if let Some(policy) = policy {
-            post("policy", policy.to_string().into_bytes()).await?;
+            session
+                .set_policy_raw(policy.to_string())
+                .await
+                .map_err(|err| failed("policy failed", err))?;
         }
         let mocks = case.settings.mocks.as_deref().unwrap_or_default();
         let hooked = self.hooked_responses(mocks, &case_bytes, ctx).await?;
-        post("load-case", case_bytes).await?;
-        post("rules", rules(mocks, &hooked).to_string().into_bytes()).await?;
+        session
+            .load_case_raw(case_bytes)
+            .await
+            .map_err(|err| failed("load-case failed", err))?;
+        session
+            .set_rules_raw(rules(mocks, &hooked).to_string())
+            .await
+            .map_err(|err| failed("rules failed", err))?;
         // Without a request there is nothing to send: the case passes, as in the reference.
         let Some(mut request) = request else {
             return Ok(());
@@ -202,7 +213,7 @@ impl Runner {
                 .map_err(|err| err.to_string())?;
             patch_request(&mut request, hook, &patch).map_err(|err| err.to_string())?;
         }
-        let actual = self.send(id, &request).await?;
+        let actual = self.send(&id, &request).await?;
         let assertions = case.settings.assertions.as_ref();
         result.differences = compare(assertions, &self.noise, request.response.as_ref(), &actual)?;
         let custom = [
@@ -227,11 +238,10 @@ impl Runner {
             result.differences.extend(issues);
         }
         // Calls the app made that the case lacks, explained.
-        let misses = self
-            .client
-            .get(&session_path(id, "misses"))
+        let misses = session
+            .misses_json()
             .await
-            .map_err(|err| format!("misses: {}", err.message))?;
+            .map_err(|err| failed("misses", err))?;
         let outbound: Vec<Value> = misses["misses"]
             .as_array()
             .into_iter()
@@ -736,6 +746,11 @@ fn text_body(attributes: &otlp::Attributes<'_>, key: &str, encoding: &str) -> St
         }
     }
     body.to_owned()
+}
+
+/// A runtime call's failure as a case's error: what was being done, then the CLI's message.
+fn failed(doing: &str, err: softprobe_sdk::Error) -> String {
+    format!("{doing}: {}", CliError::from(err).message)
 }
 
 #[cfg(test)]

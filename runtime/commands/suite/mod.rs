@@ -7,11 +7,13 @@ mod execute;
 mod hooks;
 mod output;
 
-use super::{CliError, Report, RuntimeClient, exit};
+use super::client::connect;
+use super::{CliError, Report, exit};
 use crate::cli::{SuiteArgs, SuiteCommand};
 use document::Suite;
 use execute::{CaseResult, Runner, Status};
 use serde_json::json;
+use softprobe_sdk::Softprobe;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +33,7 @@ pub(super) async fn run(args: SuiteArgs) -> Result<Report, CliError> {
             env_file,
             hooks,
         } => {
-            let client = RuntimeClient::new(&args.client, Duration::from_secs(30))?;
+            let client = connect(&args.client, Duration::from_secs(30))?;
             let run = Run {
                 suite,
                 app_url,
@@ -94,7 +96,7 @@ struct Run {
 }
 
 impl Run {
-    async fn run(self, client: RuntimeClient) -> Result<Report, CliError> {
+    async fn run(self, client: Softprobe) -> Result<Report, CliError> {
         let suite = load(&self.suite, self.env_file.as_deref())?;
         let planned = suite.plan(&directory(&self.suite), self.filter.as_deref());
         if planned.is_empty() {
