@@ -125,3 +125,67 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_errors_map_to_the_exit_code_table() {
+        let cases = [
+            (
+                Error::InvalidUrl {
+                    url: " ftp://host/ ".into(),
+                    message: String::new(),
+                },
+                exit::USAGE,
+                "invalid_url",
+                r#"--runtime-url "ftp://host" is not an http:// or https:// URL"#,
+            ),
+            (
+                Error::UnknownSession {
+                    id: "sess_1".into(),
+                    status: 404,
+                    message: "unknown session".into(),
+                },
+                exit::UNKNOWN_SESSION,
+                "unknown_session",
+                "unknown session",
+            ),
+            (
+                Error::InvalidRequest {
+                    message: "rules[0]: bad".into(),
+                },
+                exit::VALIDATION,
+                "invalid_request",
+                "rules[0]: bad",
+            ),
+            (
+                Error::Unauthorized {
+                    status: 401,
+                    message: "missing bearer token".into(),
+                },
+                exit::GENERIC,
+                "auth_required",
+                "missing bearer token",
+            ),
+            (
+                Error::Runtime {
+                    status: 503,
+                    code: "over_budget".into(),
+                    message: "full".into(),
+                },
+                exit::GENERIC,
+                "runtime_error",
+                "full (503 Service Unavailable)",
+            ),
+        ];
+        for (err, exit, code, message) in cases {
+            let mapped = CliError::from(err);
+            assert_eq!(
+                (mapped.exit, mapped.code, mapped.message.as_str()),
+                (exit, code, message)
+            );
+        }
+    }
+}

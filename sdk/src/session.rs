@@ -103,12 +103,12 @@ impl Session {
 
     /// Loads a case document as given (`POST …/load-case`), for bytes that should reach the
     /// runtime untouched: the runtime judges them, so a broken document is
-    /// [`Error::InvalidRequest`] with the runtime's words. [`find_in_case`](Self::find_in_case)
-    /// looks into it when it is JSON. Returns the session's revision.
+    /// [`Error::InvalidRequest`] with the runtime's words. Nothing is parsed here, so
+    /// [`find_in_case`](Self::find_in_case) has no case afterwards (it needs
+    /// [`load_case`](Self::load_case)). Returns the session's revision.
     pub async fn load_case_raw(&mut self, json: impl Into<Bytes>) -> Result<u64> {
-        let json = json.into();
-        let revision = self.write("load-case", json.clone()).await?;
-        self.case = Case::parse(json).ok();
+        let revision = self.write("load-case", json.into()).await?;
+        self.case = None;
         Ok(revision)
     }
 
