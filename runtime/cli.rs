@@ -483,7 +483,8 @@ pub enum SuiteCommand {
         /// `KEY=VALUE` lines for `${VAR}` in the suite (the environment wins).
         #[arg(long)]
         env_file: Option<PathBuf>,
-        /// Hook files (JavaScript); a case that names a hook fails until hooks are supported.
+        /// JavaScript hook files (.js, .mjs, .cjs; .ts on Node 22.6+), run by one `node`
+        /// sidecar; repeatable and comma-separated.
         #[arg(long, value_delimiter = ',')]
         hooks: Vec<PathBuf>,
     },

@@ -2,7 +2,8 @@
 //! running the real filter `.wasm`: an app calls two dependencies (one twice, with different
 //! answers); the replay answers it as during capture without reaching them, a call the case
 //! lacks is blocked with the closest recorded exchange named, and capture-on-miss records the
-//! changed call while replaying the rest.
+//! changed call while replaying the rest. The captured cases then run as suites, with and
+//! without JavaScript hooks (these need `node` on the PATH, as in CI).
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
 
@@ -136,8 +137,10 @@ async fn app(
                         true => "eur",
                         false => "usd",
                     };
+                    let coupon = headers.get("x-coupon").and_then(|v| v.to_str().ok());
                     axum::Json(json!({
                         "prices": prices,
+                        "coupon": coupon,
                         "chargeStatus": status,
                         "charge": body,
                         "currency": currency,
@@ -653,5 +656,190 @@ async fn a_suite_of_captured_cases_gates_on_what_changed() {
         .collect();
     assert!(added.iter().any(|a| a.contains("/refund")), "{diff}");
     assert_eq!(diff["removed"], json!([]));
+    runtime.stop().await;
+}
+
+/// The hook file of `suite_hooks_transform_mock_and_assert`.
+const HOOKS: &str = r#"
+export function addCoupon({ request, ctx, env }) {
+  console.log(`addCoupon: ${request.method} ${request.path} in ${ctx.sessionId}`);
+  return { headers: { 'x-coupon': env.COUPON } };
+}
+
+export async function bigCharge({ capturedResponse, capturedSpan, mockName }) {
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  if (!capturedSpan || mockName !== 'charge') throw new Error('no recorded span');
+  const { charged } = JSON.parse(capturedResponse.body);
+  return { body: JSON.stringify({ charged: charged * 100 }) };
+}
+
+export function checkoutShape({ actual, captured }) {
+  const issues = [];
+  if (actual.coupon !== 'SPRING') issues.push({ path: '$.coupon', expected: 'SPRING', actual: actual.coupon });
+  if (JSON.parse(actual.charge).charged !== 3000) issues.push({ path: '$.charge', actual: actual.charge });
+  if (captured.coupon !== null) issues.push({ path: '$.coupon', reason: 'recorded without a coupon' });
+  return issues;
+}
+
+export function wantsWinter({ actual }) {
+  return [{ path: '$.coupon', expected: 'WINTER', actual: actual.coupon, reason: 'the winter sale is on' }];
+}
+"#;
+
+/// Four cases over one captured checkout: `hooked` has a request hook add a coupon header, a
+/// mock hook multiply the recorded charge, and a body hook check both; `winter`'s body hook
+/// reports an issue; `unknown` names a hook no file exports; `plain` names none.
+const HOOKED_SUITE: &str = r#"
+name: hooked
+env:
+  COUPON: SPRING
+noise: ["$.servedAt"]
+cases:
+  - path: cases/checkout.case.json
+    name: hooked
+    overrides:
+      request:
+        transform: promotions.addCoupon
+      mocks:
+        - name: charge
+          match: {direction: outbound, method: POST, path: /charge}
+          hook: bigCharge
+      assertions:
+        body:
+          ignore: ["$.coupon", "$.charge"]
+          custom: checkoutShape
+  - path: cases/checkout.case.json
+    name: winter
+    overrides:
+      assertions:
+        body:
+          custom: wantsWinter
+  - path: cases/checkout.case.json
+    name: unknown
+    overrides:
+      request:
+        transform: nope
+  - path: cases/checkout.case.json
+    name: plain
+"#;
+
+#[tokio::test]
+async fn suite_hooks_transform_mock_and_assert() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(&[]).await;
+    let received = Arc::new(Received::default());
+    let deps = dependencies(received.clone()).await;
+    let egress = Proxy::start("outbound", runtime.addr, None).await;
+    let app = app(deps, egress.addr, Arc::default()).await;
+    let ingress = Proxy::start("inbound", runtime.addr, Some(app)).await;
+    std::fs::create_dir(dir.path().join("cases")).unwrap();
+    let case = dir.path().join("cases/checkout.case.json");
+    capture(&runtime, ingress.addr, "/checkout", 4, &case).await;
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(&suite, HOOKED_SUITE).unwrap();
+    let hooks = dir.path().join("promotions.mjs");
+    std::fs::write(&hooks, HOOKS).unwrap();
+    let junit = dir.path().join("junit.xml");
+    let no_node = tempfile::tempdir().unwrap();
+    let app_url = format!("http://{}", ingress.addr);
+    let run = |hooks: Option<&Path>, path: Option<&Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"));
+        command
+            .args(["suite", "run", "--json", "--app-url", &app_url, "--junit"])
+            .args([&junit, &suite])
+            .env("SOFTPROBE_RUNTIME_URL", runtime.url(""))
+            .env_remove("SOFTPROBE_API_TOKEN")
+            .env_remove("COUPON");
+        if let Some(hooks) = hooks {
+            command.arg("--hooks").arg(hooks);
+        }
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        async move {
+            let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap();
+            let envelope = envelope(&output);
+            let cases: Vec<(String, Value)> = envelope["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c["displayName"].as_str().unwrap().to_owned(), c.clone()))
+                .collect();
+            (output, cases)
+        }
+    };
+    let case_of = |cases: &[(String, Value)], name: &str| {
+        cases.iter().find(|(n, _)| n == name).unwrap().1.clone()
+    };
+
+    // With node: the hooked case passes (its body hook saw the coupon and the patched charge),
+    // winter fails with its hook's issue, unknown fails naming what the file exports.
+    let (output, cases) = run(Some(&hooks), None).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(20), "{cases:#?}\n{stderr}");
+    let hooked = case_of(&cases, "hooked");
+    assert_eq!(hooked["status"], "passed", "{hooked:#}\n{stderr}");
+    assert!(
+        stderr.contains("sidecar: addCoupon: POST /checkout in "),
+        "a hook's console.log is relayed on stderr: {stderr}"
+    );
+    let winter = case_of(&cases, "winter");
+    assert_eq!(
+        winter["differences"],
+        json!([{
+            "path": "$.coupon",
+            "expected": "\"WINTER\"",
+            "actual": "null",
+            "reason": "hook wantsWinter: the winter sale is on",
+        }]),
+        "{winter:#}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(
+            "$.coupon: hook wantsWinter: the winter sale is on (expected &quot;WINTER&quot;, got null)"
+        ),
+        "{xml}"
+    );
+    let unknown = case_of(&cases, "unknown");
+    assert_eq!(
+        unknown["error"],
+        "hook \"nope\" is not exported by the --hooks files; they export: addCoupon, bigCharge, \
+         checkoutShape, wantsWinter",
+    );
+    assert_eq!(case_of(&cases, "plain")["status"], "passed");
+    assert_eq!(
+        received.charges.load(Ordering::SeqCst),
+        1,
+        "only the capture"
+    );
+
+    // Without --hooks, a case naming a hook fails with the reference's message.
+    let (output, cases) = run(None, None).await;
+    assert_eq!(output.status.code(), Some(20));
+    let error = case_of(&cases, "hooked")["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.starts_with("hook \"promotions.addCoupon\": no --hooks file was passed"),
+        "{error}"
+    );
+    assert_eq!(case_of(&cases, "plain")["status"], "passed");
+
+    // Without node on the PATH, every case naming a hook fails saying node is needed; the
+    // others still run.
+    let (output, cases) = run(Some(&hooks), Some(no_node.path())).await;
+    assert_eq!(output.status.code(), Some(20));
+    for name in ["hooked", "winter", "unknown"] {
+        let error = case_of(&cases, name)["error"].as_str().unwrap().to_owned();
+        assert!(
+            error.contains("node is needed to run JavaScript hooks and was not found on PATH"),
+            "{name}: {error}"
+        );
+    }
+    assert_eq!(case_of(&cases, "plain")["status"], "passed");
     runtime.stop().await;
 }

@@ -1,28 +1,28 @@
 //! `softprobe capture run`: open a capture session, run the driver, close, write the case.
 
-use super::session::{close_to, path};
-use super::{CliError, Report, RuntimeClient, exit};
+use super::client::connect;
+use super::session::close_to;
+use super::{CliError, Report, exit};
 use crate::cli::{CaptureArgs, CaptureCommand};
 use serde_json::json;
+use softprobe_sdk::Mode;
 use std::time::Duration;
 
 pub(super) async fn run(args: CaptureArgs) -> Result<Report, CliError> {
-    let client = RuntimeClient::new(&args.client, Duration::from_secs(10))?;
+    let client = connect(&args.client, Duration::from_secs(10))?;
     let CaptureCommand::Run {
         driver,
         out,
         timeout,
     } = args.command;
-    let created = client
-        .post("/v1/sessions", Some(br#"{"mode":"capture"}"#.to_vec()))
-        .await?;
-    let id = created["sessionId"].as_str().unwrap_or_default().to_owned();
+    let session = client.start_session(Mode::Capture).await?;
+    let id = session.id().to_owned();
 
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(&driver)
         .env("SOFTPROBE_SESSION_ID", &id)
-        .env("SOFTPROBE_RUNTIME_URL", client.base())
+        .env("SOFTPROBE_RUNTIME_URL", client.url())
         .kill_on_drop(true)
         .spawn()
         .map_err(|err| {
@@ -54,8 +54,8 @@ pub(super) async fn run(args: CaptureArgs) -> Result<Report, CliError> {
     };
 
     // Close even when the driver failed: what was captured is kept.
-    let stats = client
-        .get(&path(&id, "stats"))
+    let stats = session
+        .stats_json()
         .await
         .map(|s| s["stats"].clone())
         .unwrap_or_default();

@@ -1,11 +1,12 @@
 //! `softprobe doctor`: a check list (ok / warn / fail) over the runtime, its API versions and
 //! auth, a filter `.wasm` and a proxy; exit 10 when any check fails.
 
-use super::{CliError, Report, RuntimeClient, exit};
+use super::client::{connect, error_chain, status_text};
+use super::{CliError, Report, exit};
 use crate::api::{RUNTIME_VERSION, SCHEMA_VERSION, SPEC_VERSION};
 use crate::cli::{DoctorArgs, Output};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
+use softprobe_sdk::{Error, RuntimeInfo};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,40 +38,51 @@ impl Check {
 }
 
 pub(super) async fn run(args: DoctorArgs, _output: &Output) -> Result<Report, CliError> {
-    let client = RuntimeClient::new(&args.client, Duration::from_secs(5))?;
+    let client = connect(&args.client, Duration::from_secs(5))?;
     let mut checks = Vec::new();
-    let mut meta = Value::Null;
-    match client.send(reqwest::Method::GET, "/health", None).await {
-        Err(err) => checks.push(Check::new("runtime-reachable", Status::Fail, err.message)),
-        Ok((status, body)) => {
-            let healthy = status == StatusCode::OK
-                && serde_json::from_slice::<Value>(&body).is_ok_and(|b| b["status"] == "ok");
-            checks.push(if healthy {
-                Check::new(
+    let mut meta = RuntimeInfo::default();
+    match client.health().await {
+        Err(err @ Error::Unreachable { .. }) => checks.push(Check::new(
+            "runtime-reachable",
+            Status::Fail,
+            CliError::from(err).message,
+        )),
+        health => {
+            checks.push(match health {
+                Ok(health) if health.is_ok() => Check::new(
                     "runtime-reachable",
                     Status::Ok,
-                    format!("{} is healthy", client.base()),
-                )
-            } else {
-                Check::new(
+                    format!("{} is healthy", client.url()),
+                ),
+                other => Check::new(
                     "runtime-reachable",
                     Status::Fail,
-                    format!("{}/health answered {status}", client.base()),
-                )
+                    format!("{}/health answered {}", client.url(), answered(other.err())),
+                ),
             });
-            match client.send(reqwest::Method::GET, "/v1/meta", None).await {
-                Ok((StatusCode::OK, body)) => {
-                    meta = serde_json::from_slice(&body).unwrap_or_default();
-                    checks.push(Check::new("auth", Status::Ok, "the runtime accepts this client's credentials"));
+            let auth = match client.meta().await {
+                Ok(info) => {
+                    meta = info;
+                    Ok(())
+                }
+                // A 200 that is not the runtime's JSON still says the credentials passed.
+                Err(Error::InvalidResponse { .. }) => Ok(()),
+                Err(Error::Unauthorized { .. }) => Err(
+                    "the runtime requires a token: set SOFTPROBE_API_TOKEN (or --api-token) to its value".to_owned(),
+                ),
+                Err(err @ Error::Unreachable { .. }) => Err(CliError::from(err).message),
+                Err(err) => Err(format!("/v1/meta answered {}", answered(Some(err)))),
+            };
+            match auth {
+                Ok(()) => {
+                    checks.push(Check::new(
+                        "auth",
+                        Status::Ok,
+                        "the runtime accepts this client's credentials",
+                    ));
                     checks.push(version_check(&meta));
                 }
-                Ok((StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _)) => checks.push(Check::new(
-                    "auth",
-                    Status::Fail,
-                    "the runtime requires a token: set SOFTPROBE_API_TOKEN (or --api-token) to its value",
-                )),
-                Ok((status, _)) => checks.push(Check::new("auth", Status::Fail, format!("/v1/meta answered {status}"))),
-                Err(err) => checks.push(Check::new("auth", Status::Fail, err.message)),
+                Err(why) => checks.push(Check::new("auth", Status::Fail, why)),
             }
         }
     }
@@ -87,8 +99,8 @@ pub(super) async fn run(args: DoctorArgs, _output: &Output) -> Result<Report, Cl
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     let mut report = Report::fields(json!({
         "cliVersion": RUNTIME_VERSION,
-        "runtimeUrl": client.base(),
-        "runtimeVersion": meta["runtimeVersion"],
+        "runtimeUrl": client.url(),
+        "runtimeVersion": meta.runtime_version,
         "checks": checks.iter().map(|c| json!({
             "name": c.name,
             "status": match c.status { Status::Ok => "ok", Status::Warn => "warn", Status::Fail => "fail", Status::Skip => "skip" },
@@ -111,16 +123,21 @@ pub(super) async fn run(args: DoctorArgs, _output: &Output) -> Result<Report, Cl
     Ok(report)
 }
 
-fn version_check(meta: &Value) -> Check {
-    let spec = meta["specVersion"].as_str().unwrap_or_default();
-    let schema = meta["schemaVersion"].as_str().unwrap_or_default();
+/// The status of an answer that arrived: an error answer's, else a success's (`200 OK`).
+fn answered(err: Option<Error>) -> String {
+    status_text(err.and_then(|err| err.status()).unwrap_or(200))
+}
+
+fn version_check(meta: &RuntimeInfo) -> Check {
+    let spec = meta.spec_version.as_deref().unwrap_or_default();
+    let schema = meta.schema_version.as_deref().unwrap_or_default();
     if spec == SPEC_VERSION && schema == SCHEMA_VERSION {
         Check::new(
             "api-version",
             Status::Ok,
             format!(
                 "{spec}, schema {schema}, runtime {}",
-                meta["runtimeVersion"].as_str().unwrap_or("?")
+                meta.runtime_version.as_deref().unwrap_or("?")
             ),
         )
     } else {
@@ -213,7 +230,7 @@ async fn proxy_check(url: &str) -> Check {
         Err(err) => Check::new(
             "header-echo",
             Status::Warn,
-            format!("{url} is unreachable: {}", super::client::error_chain(&err)),
+            format!("{url} is unreachable: {}", error_chain(&err)),
         ),
     }
 }

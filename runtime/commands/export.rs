@@ -418,7 +418,7 @@ impl Sender {
                         Ok(_) => "OK".to_owned(),
                         Err(status) => format!("{:?}: {}", status.code(), status.message()),
                     };
-                    log_call("gRPC Export", url, &outcome, started);
+                    log_call("gRPC Export", url, &outcome, started.elapsed());
                 }
                 answer
                     .map(tonic::Response::into_inner)
@@ -452,7 +452,7 @@ impl Sender {
                         Ok((status, _)) => status.to_string(),
                         Err(err) => format!("error: {}", error_chain(err)),
                     };
-                    log_call("POST", url.as_str(), &outcome, started);
+                    log_call("POST", url.as_str(), &outcome, started.elapsed());
                 }
                 let (status, bytes) =
                     answer.map_err(|err| Failure::Unreachable(error_chain(&err)))?;

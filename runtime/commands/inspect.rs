@@ -1,7 +1,7 @@
 //! `softprobe inspect case FILE` and `inspect session`: what a case or a session holds.
 
-use super::session::path;
-use super::{CliError, Report, RuntimeClient, read_file};
+use super::client::connect;
+use super::{CliError, Report, read_file};
 use crate::cli::{InspectArgs, InspectCommand};
 use serde_json::{Value, json};
 use softprobe_pipeline::otlp::{AttrRef, Encoding, SpanView, decode_traces, keys};
@@ -12,8 +12,8 @@ pub(super) async fn run(args: InspectArgs) -> Result<Report, CliError> {
     match args.command {
         InspectCommand::Case { file } => inspect_case(&file),
         InspectCommand::Session { client, session } => {
-            let client = RuntimeClient::new(&client, Duration::from_secs(5))?;
-            let state = client.get(&path(&session.id, "state")).await?;
+            let client = connect(&client, Duration::from_secs(5))?;
+            let state = client.attach(&session.id).state_json().await?;
             let case = match state["caseSummary"]["caseId"].as_str() {
                 Some(id) => format!("{id} ({} traces)", state["caseSummary"]["traceCount"]),
                 None => "(none loaded)".to_owned(),

@@ -16,7 +16,6 @@ use crate::api::{SCHEMA_VERSION, SPEC_VERSION};
 use crate::cli::{Cli, Command, Output};
 use serde_json::{Map, Value, json};
 
-pub use client::RuntimeClient;
 pub(crate) use client::error_chain;
 pub(crate) use doctor::proxy_wasm_exports;
 

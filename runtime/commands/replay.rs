@@ -1,17 +1,19 @@
 //! `softprobe replay run --session ID`: a replay session's hits and misses, each miss with
 //! its explanation; exit 20 when the app made calls the case could not answer.
 
-use super::session::{miss_lines, path};
-use super::{CliError, Report, RuntimeClient, exit};
+use super::client::connect;
+use super::session::miss_lines;
+use super::{CliError, Report, exit};
 use crate::cli::{ReplayArgs, ReplayCommand};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 pub(super) async fn run(args: ReplayArgs) -> Result<Report, CliError> {
-    let client = RuntimeClient::new(&args.client, Duration::from_secs(5))?;
+    let client = connect(&args.client, Duration::from_secs(5))?;
     let ReplayCommand::Run { session } = args.command;
-    let state = client.get(&path(&session.id, "state")).await?;
-    let misses = client.get(&path(&session.id, "misses")).await?;
+    let handle = client.attach(&session.id);
+    let state = handle.state_json().await?;
+    let misses = handle.misses_json().await?;
     let stats = &state["stats"];
     let count = |name: &str| stats[name].as_u64().unwrap_or(0);
     let (hits, strict, forwarded) = (

@@ -1,13 +1,15 @@
 //! `softprobe session …`: start, load-case, rules apply, policy set, fixtures set, stats, close.
 
-use super::{CliError, Report, RuntimeClient, json_or_yaml, read_file};
+use super::client::connect;
+use super::{CliError, Report, json_or_yaml, read_file};
 use crate::cli::{FixturesCommand, PolicyCommand, RulesCommand, SessionArgs, SessionCommand};
 use serde_json::{Value, json};
+use softprobe_sdk::Softprobe;
 use std::path::Path;
 use std::time::Duration;
 
 pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
-    let client = RuntimeClient::new(&args.client, Duration::from_secs(10))?;
+    let client = connect(&args.client, Duration::from_secs(10))?;
     match args.command {
         SessionCommand::Start {
             mode,
@@ -27,10 +29,7 @@ pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
         SessionCommand::LoadCase { session, file } => {
             let bytes = read_file(&file)?;
             let summary = case_summary(&bytes);
-            let answer = client
-                .post(&path(&session.id, "load-case"), Some(bytes))
-                .await?;
-            let revision = &answer["sessionRevision"];
+            let revision = client.attach(&session.id).load_case_raw(bytes).await?;
             Ok(Report::fields(json!({"sessionId": session.id, "sessionRevision": revision, "caseId": summary.0, "traceCount": summary.1}))
                 .line(format!("session {} loaded case {}: revision {revision}", session.id, summary.0)))
         }
@@ -39,9 +38,14 @@ pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
         } => {
             let body = json_or_yaml(&file)?;
             let count = rule_count(&body);
-            let answer = client.post(&path(&session.id, "rules"), Some(body)).await?;
-            Ok(Report::fields(json!({"sessionId": session.id, "sessionRevision": answer["sessionRevision"], "ruleCount": count}))
-                .line(format!("session {} rules applied ({count} rules): revision {}", session.id, answer["sessionRevision"])))
+            let revision = client.attach(&session.id).set_rules_raw(body).await?;
+            Ok(Report::fields(
+                json!({"sessionId": session.id, "sessionRevision": revision, "ruleCount": count}),
+            )
+            .line(format!(
+                "session {} rules applied ({count} rules): revision {revision}",
+                session.id
+            )))
         }
         SessionCommand::Policy {
             command:
@@ -59,28 +63,27 @@ pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
                 (false, Some(file)) => (json_or_yaml(&file)?, format!("from {}", file.display())),
                 (false, None) => (br#"{"externalHttp":"allow"}"#.to_vec(), "allow".to_owned()),
             };
-            let answer = client
-                .post(&path(&session.id, "policy"), Some(body))
-                .await?;
-            Ok(Report::fields(
-                json!({"sessionId": session.id, "sessionRevision": answer["sessionRevision"]}),
+            let revision = client.attach(&session.id).set_policy_raw(body).await?;
+            Ok(
+                Report::fields(json!({"sessionId": session.id, "sessionRevision": revision}))
+                    .line(format!("session {} policy set {what}", session.id)),
             )
-            .line(format!("session {} policy set {what}", session.id)))
         }
         SessionCommand::Fixtures {
             command: FixturesCommand::Set { session, file },
         } => {
             let body = json_or_yaml(&file)?;
-            let answer = client
-                .post(&path(&session.id, "fixtures/auth"), Some(body))
+            let revision = client
+                .attach(&session.id)
+                .set_auth_fixtures_raw(body)
                 .await?;
-            Ok(Report::fields(
-                json!({"sessionId": session.id, "sessionRevision": answer["sessionRevision"]}),
+            Ok(
+                Report::fields(json!({"sessionId": session.id, "sessionRevision": revision}))
+                    .line(format!("session {} fixtures set", session.id)),
             )
-            .line(format!("session {} fixtures set", session.id)))
         }
         SessionCommand::Stats { session } => {
-            let stats = client.get(&path(&session.id, "stats")).await?;
+            let stats = client.attach(&session.id).stats_json().await?;
             let mut report = Report::fields(stats.clone())
                 .line(format!("session {} stats", session.id))
                 .line(format!("revision: {}", stats["sessionRevision"]))
@@ -96,7 +99,7 @@ pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
             Ok(report)
         }
         SessionCommand::Misses { session } => {
-            let answer = client.get(&path(&session.id, "misses")).await?;
+            let answer = client.attach(&session.id).misses_json().await?;
             let mut report =
                 Report::fields(answer.clone()).line(format!("session {} misses", session.id));
             for line in miss_lines(&answer) {
@@ -106,22 +109,6 @@ pub(super) async fn run(args: SessionArgs) -> Result<Report, CliError> {
         }
         SessionCommand::Close { session, out } => close(&client, &session.id, out.as_deref()).await,
     }
-}
-
-pub(super) fn path(id: &str, route: &str) -> String {
-    format!("/v1/sessions/{}/{route}", encode(id))
-}
-
-/// Percent-encodes a path segment or query value.
-pub(super) fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// What `session start` sets up.
@@ -134,26 +121,39 @@ struct Start<'a> {
 }
 
 impl Start<'_> {
-    async fn run(&self, client: &RuntimeClient, shell: bool) -> Result<Report, CliError> {
+    async fn run(&self, client: &Softprobe, shell: bool) -> Result<Report, CliError> {
         // Read local files before creating anything, so a typo leaves no session behind.
         let policy = self.policy.map(json_or_yaml).transpose()?;
         let case = self.case_file.map(read_file).transpose()?;
         let rules = self.replay.map(|replay| replay_rules(replay == "all"));
-        let body = json!({ "mode": self.mode }).to_string().into_bytes();
-        let created = client.post("/v1/sessions", Some(body)).await?;
-        let id = created["sessionId"].as_str().unwrap_or_default().to_owned();
-        let mut revision = created["sessionRevision"].clone();
-        for (route, body) in [("policy", policy), ("load-case", case), ("rules", rules)] {
-            let Some(body) = body else { continue };
-            match client.post(&path(&id, route), Some(body)).await {
-                Ok(answer) => revision = answer["sessionRevision"].clone(),
-                Err(err) => {
-                    // The runtime refused a document: leave no half-made session behind.
-                    let _ = client.post(&path(&id, "close"), None).await;
-                    return Err(err);
-                }
+        // The mode as typed: the runtime names the valid ones when it refuses it.
+        let mut session = client
+            .start_session_raw(json!({ "mode": self.mode }).to_string())
+            .await?;
+        let written = async {
+            // A new session is at revision 0.
+            let mut revision = 0;
+            if let Some(policy) = policy {
+                revision = session.set_policy_raw(policy).await?;
             }
+            if let Some(case) = case {
+                revision = session.load_case_raw(case).await?;
+            }
+            if let Some(rules) = rules {
+                revision = session.set_rules_raw(rules).await?;
+            }
+            Ok::<_, softprobe_sdk::Error>(revision)
         }
+        .await;
+        let revision = match written {
+            Ok(revision) => revision,
+            Err(err) => {
+                // The runtime refused a document: leave no half-made session behind.
+                let _ = session.close().await;
+                return Err(err.into());
+            }
+        };
+        let id = session.id();
         let report = Report::fields(
             json!({"sessionId": id, "sessionRevision": revision, "mode": self.mode}),
         );
@@ -229,7 +229,7 @@ fn text_of(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
 
-async fn close(client: &RuntimeClient, id: &str, out: Option<&Path>) -> Result<Report, CliError> {
+async fn close(client: &Softprobe, id: &str, out: Option<&Path>) -> Result<Report, CliError> {
     let written = close_to(client, id, out).await?;
     let mut report = Report::fields(json!({"sessionId": id, "closed": true}))
         .line(format!("session {id} closed"));
@@ -244,16 +244,17 @@ async fn close(client: &RuntimeClient, id: &str, out: Option<&Path>) -> Result<R
 /// from the runtime and written there, on this machine (the runtime writes cases only inside
 /// its own capture directory, on its own host); without, it is where the runtime wrote it.
 pub(super) async fn close_to(
-    client: &RuntimeClient,
+    client: &Softprobe,
     id: &str,
     out: Option<&Path>,
 ) -> Result<Option<String>, CliError> {
     let out = out
         .map(|p| std::path::absolute(p).map_err(|err| CliError::io(p, err)))
         .transpose()?;
+    let session = client.attach(id);
     if out.is_some() {
         // Before closing anything: only a capture session has a case to download.
-        let stats = client.get(&path(id, "stats")).await?;
+        let stats = session.stats_json().await?;
         if let Some(mode) = stats["mode"].as_str().filter(|mode| *mode != "capture") {
             return Err(CliError::new(
                 super::exit::USAGE,
@@ -263,12 +264,12 @@ pub(super) async fn close_to(
             ));
         }
     }
-    let closed = client.post(&path(id, "close"), None).await?;
+    let closed = session.close().await?;
     let Some(out) = out else {
-        return Ok(closed["capturePath"].as_str().map(str::to_owned));
+        return Ok(closed.map(|path| path.display().to_string()));
     };
-    let case = client.get(&format!("/v1/captures/{}", encode(id))).await?;
-    let text = serde_json::to_string_pretty(&case).unwrap_or_default();
+    let case = session.capture().await?;
+    let text = serde_json::to_string_pretty(case.document()).unwrap_or_default();
     std::fs::write(&out, text + "\n").map_err(|err| CliError::io(&out, err))?;
     Ok(Some(out.display().to_string()))
 }

@@ -2,12 +2,15 @@
 //! [`Error`]s.
 
 use crate::error::{Error, Result};
+use crate::report::{Health, RuntimeInfo, SessionSummary};
 use bytes::Bytes;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Where [`Softprobe::connect`] finds the runtime when the environment does not say.
 pub const DEFAULT_RUNTIME_URL: &str = "http://127.0.0.1:8080";
@@ -24,9 +27,29 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Softprobe {
     base: Url,
+    /// The URL as given, for messages: trimmed, without trailing slashes.
+    display: String,
     token: Option<String>,
     timeout: Duration,
     http: reqwest::Client,
+    on_call: Option<Arc<CallObserver>>,
+}
+
+/// What [`Softprobe::on_call`] is given.
+type CallObserver = dyn Fn(&Call<'_>) + Send + Sync;
+
+/// One finished call to the runtime, as [`Softprobe::on_call`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Call<'a> {
+    /// The HTTP method (`GET`, `POST`).
+    pub method: &'a str,
+    /// The full URL called.
+    pub url: &'a str,
+    /// The answer's HTTP status, or the transport error that kept it from arriving.
+    pub outcome: std::result::Result<u16, &'a reqwest::Error>,
+    /// From sending the request to reading the whole answer.
+    pub elapsed: Duration,
 }
 
 impl Softprobe {
@@ -67,9 +90,11 @@ impl Softprobe {
             .map(str::to_owned);
         Ok(Self {
             base,
+            display: url.trim().trim_end_matches('/').to_owned(),
             token,
             timeout: DEFAULT_TIMEOUT,
             http: reqwest::Client::new(),
+            on_call: None,
         })
     }
 
@@ -80,22 +105,66 @@ impl Softprobe {
         self
     }
 
-    /// The runtime's base URL.
-    pub fn url(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+    /// Calls `observer` after every call to the runtime, answered or not: to log them, or to
+    /// count them in a test. Clones of this client share it.
+    ///
+    /// ```
+    /// # fn main() -> softprobe_sdk::Result<()> {
+    /// let softprobe = softprobe_sdk::Softprobe::new("http://127.0.0.1:8080", None)?.on_call(|call| {
+    ///     eprintln!("{} {} -> {:?} in {:?}", call.method, call.url, call.outcome, call.elapsed);
+    /// });
+    /// # let _ = softprobe;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_call(mut self, observer: impl Fn(&Call<'_>) + Send + Sync + 'static) -> Self {
+        self.on_call = Some(Arc::new(observer));
+        self
     }
 
-    /// `METHOD base/segments…` with an optional JSON body; the answer's body on success.
+    /// The runtime's base URL, as given (without surrounding blanks or trailing slashes).
+    pub fn url(&self) -> &str {
+        &self.display
+    }
+
+    /// Whether the runtime is up (`GET /health`, which needs no token).
+    pub async fn health(&self) -> Result<Health> {
+        self.call_json(Method::GET, self.endpoint(&["health"]), None, None)
+            .await
+    }
+
+    /// Which runtime answers and which API it speaks (`GET /v1/meta`). It needs the token, so
+    /// it also tells whether the runtime accepts this client's.
+    pub async fn meta(&self) -> Result<RuntimeInfo> {
+        self.call_json(Method::GET, self.endpoint(&["v1", "meta"]), None, None)
+            .await
+    }
+
+    /// Every live session, ordered by id (`GET /v1/sessions`).
+    pub async fn sessions(&self) -> Result<Vec<SessionSummary>> {
+        #[derive(Deserialize)]
+        struct Listed {
+            sessions: Vec<SessionSummary>,
+        }
+        let listed: Listed = self
+            .call_json(Method::GET, self.endpoint(&["v1", "sessions"]), None, None)
+            .await?;
+        Ok(listed.sessions)
+    }
+
+    /// `METHOD url` with an optional JSON body; the answer's body on success.
     /// `session` names the session the call is about, for [`Error::UnknownSession`].
     pub(crate) async fn call(
         &self,
         method: Method,
-        segments: &[&str],
+        url: Url,
         body: Option<reqwest::Body>,
         session: Option<&str>,
     ) -> Result<(Url, Bytes)> {
-        let url = self.endpoint(segments);
-        let mut request = self.http.request(method, url.clone()).timeout(self.timeout);
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .timeout(self.timeout);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -104,13 +173,25 @@ impl Softprobe {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let unreachable = |source| Error::Unreachable {
+        let started = Instant::now();
+        let answer = async {
+            let response = request.send().await?;
+            let status = response.status();
+            Ok((status, response.bytes().await?))
+        }
+        .await;
+        if let Some(observer) = &self.on_call {
+            observer(&Call {
+                method: method.as_str(),
+                url: url.as_str(),
+                outcome: answer.as_ref().map(|(status, _)| status.as_u16()),
+                elapsed: started.elapsed(),
+            });
+        }
+        let (status, bytes) = answer.map_err(|source| Error::Unreachable {
             url: self.url().to_owned(),
             source,
-        };
-        let response = request.send().await.map_err(unreachable)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(unreachable)?;
+        })?;
         if status.is_success() {
             Ok((url, bytes))
         } else {
@@ -122,11 +203,11 @@ impl Softprobe {
     pub(crate) async fn call_json<T: DeserializeOwned>(
         &self,
         method: Method,
-        segments: &[&str],
+        url: Url,
         body: Option<reqwest::Body>,
         session: Option<&str>,
     ) -> Result<T> {
-        let (url, bytes) = self.call(method, segments, body, session).await?;
+        let (url, bytes) = self.call(method, url, body, session).await?;
         serde_json::from_slice(&bytes).map_err(|err| Error::InvalidResponse {
             url: url.to_string(),
             message: err.to_string(),
@@ -134,7 +215,7 @@ impl Softprobe {
     }
 
     /// The base URL with `segments` appended, each percent-encoded as one path segment.
-    fn endpoint(&self, segments: &[&str]) -> Url {
+    pub(crate) fn endpoint(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -149,36 +230,28 @@ impl fmt::Debug for Softprobe {
             .field("url", &self.url())
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("on_call", &self.on_call.is_some())
             .finish()
     }
 }
 
-/// Maps an error answer (`{"error":{"code","message"}}`) to an [`Error`].
+/// Maps an error answer to an [`Error`]. The message is the envelope's
+/// (`{"error":{"code","message"}}`, or `{"error":"message"}` as some runtimes write it);
+/// without one, `the runtime answered <status>`.
 fn api_error(status: StatusCode, body: &[u8], session: Option<&str>) -> Error {
-    #[derive(Deserialize)]
-    struct Envelope {
-        error: Detail,
-    }
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct Detail {
-        code: String,
-        message: String,
-    }
-    let detail = serde_json::from_slice::<Envelope>(body)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| Detail {
-            message: String::from_utf8_lossy(body).chars().take(512).collect(),
-            ..Detail::default()
-        });
-    let message = if detail.message.is_empty() {
-        format!("the runtime answered {status}")
-    } else {
-        detail.message
-    };
-    match (status, detail.code.as_str()) {
+    let envelope: Option<Value> = serde_json::from_slice(body).ok();
+    let error = envelope.as_ref().map(|e| &e["error"]);
+    let code = error
+        .and_then(|e| e["code"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let message = error
+        .and_then(|e| e["message"].as_str().or_else(|| e.as_str()))
+        .map_or_else(|| format!("the runtime answered {status}"), str::to_owned);
+    match (status, code.as_str()) {
         (_, "unknown_session" | "session_not_found") => Error::UnknownSession {
             id: session.unwrap_or_default().to_owned(),
+            status: status.as_u16(),
             message,
         },
         (StatusCode::BAD_REQUEST, _) => Error::InvalidRequest { message },
@@ -188,7 +261,7 @@ fn api_error(status: StatusCode, body: &[u8], session: Option<&str>) -> Error {
         },
         _ => Error::Runtime {
             status: status.as_u16(),
-            code: detail.code,
+            code,
             message,
         },
     }
@@ -227,7 +300,7 @@ mod tests {
         let envelope = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"why"}}}}"#);
         assert!(matches!(
             api_error(StatusCode::NOT_FOUND, envelope("unknown_session").as_bytes(), Some("sess_1")),
-            Error::UnknownSession { id, message } if id == "sess_1" && message == "why"
+            Error::UnknownSession { id, status: 404, message } if id == "sess_1" && message == "why"
         ));
         assert!(matches!(
             api_error(StatusCode::BAD_REQUEST, envelope("invalid_request").as_bytes(), None),
@@ -247,7 +320,12 @@ mod tests {
         ));
         assert!(matches!(
             api_error(StatusCode::BAD_GATEWAY, b"upstream down", None),
-            Error::Runtime { status: 502, code, message } if code.is_empty() && message == "upstream down"
+            Error::Runtime { status: 502, code, message }
+                if code.is_empty() && message == "the runtime answered 502 Bad Gateway"
+        ));
+        assert!(matches!(
+            api_error(StatusCode::CONFLICT, br#"{"error":"taken"}"#, None),
+            Error::Runtime { status: 409, message, .. } if message == "taken"
         ));
     }
 }

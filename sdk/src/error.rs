@@ -34,6 +34,8 @@ pub enum Error {
     UnknownSession {
         /// The session id the call named.
         id: String,
+        /// The HTTP status it came with (404 from this runtime).
+        status: u16,
         /// The runtime's explanation.
         message: String,
     },
@@ -130,4 +132,20 @@ pub enum Error {
         /// The span's id.
         span_id: String,
     },
+}
+
+impl Error {
+    /// The HTTP status of the runtime's error answer, for the variants that are one
+    /// ([`UnknownSession`](Self::UnknownSession), [`InvalidRequest`](Self::InvalidRequest)
+    /// (400), [`Unauthorized`](Self::Unauthorized), [`Runtime`](Self::Runtime)); `None` for
+    /// the others.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::UnknownSession { status, .. }
+            | Self::Unauthorized { status, .. }
+            | Self::Runtime { status, .. } => Some(*status),
+            Self::InvalidRequest { .. } => Some(400),
+            _ => None,
+        }
+    }
 }

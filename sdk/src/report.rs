@@ -1,4 +1,5 @@
-//! What the runtime reports about a session: counters, stored documents, explained misses.
+//! What the runtime reports: about a session (counters, stored documents, explained misses),
+//! about its sessions, and about itself (health, versions).
 
 use crate::case::Direction;
 use crate::documents::Mode;
@@ -140,4 +141,51 @@ pub struct Mismatch {
     pub expected: String,
     /// What the hop had.
     pub actual: String,
+}
+
+/// Whether the runtime is up (`GET /health`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// `ok` when the runtime serves requests.
+    #[serde(default)]
+    pub status: String,
+}
+
+impl Health {
+    /// Whether the runtime said `ok`.
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+/// Which runtime answers and which control API it speaks (`GET /v1/meta`). Each field is
+/// `None` when the runtime does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+#[non_exhaustive]
+pub struct RuntimeInfo {
+    /// The runtime's version, such as `0.1.0`.
+    pub runtime_version: Option<String>,
+    /// The control API's version, `http-control-api@v1`.
+    pub spec_version: Option<String>,
+    /// The version of its documents' schema, `1`.
+    pub schema_version: Option<String>,
+}
+
+/// One live session, as [`Softprobe::sessions`](crate::Softprobe::sessions) lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SessionSummary {
+    /// The session id.
+    pub session_id: String,
+    /// What it is for.
+    pub mode: Mode,
+    /// Its revision.
+    pub session_revision: u64,
+    /// For a capture session whose case could not be written at close: why. The session is
+    /// kept so the capture is not lost.
+    #[serde(default)]
+    pub capture_write_error: Option<String>,
 }

@@ -6,8 +6,10 @@ use crate::documents::{AuthFixtures, Mode, Policy};
 use crate::error::{Error, Result};
 use crate::report::{Misses, SessionState, Stats};
 use crate::rules::{MockRule, ReplayRule, Rule, RulesDocument};
-use reqwest::Method;
+use bytes::Bytes;
+use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// One session on the runtime, from [`Softprobe::start_session`] or [`Softprobe::attach`].
@@ -27,19 +29,27 @@ pub struct Session {
 // Opening sessions is the client's, but lives here, where a session is made, so the client
 // does not depend on the session.
 impl Softprobe {
-    /// Opens a session (`POST /v1/sessions`).
+    /// Opens a session (`POST /v1/sessions`). A new session is at revision 0.
     pub async fn start_session(&self, mode: Mode) -> Result<Session> {
+        let body = serde_json::json!({ "mode": mode });
+        self.start_session_raw(body.to_string()).await
+    }
+
+    /// Opens a session from a create request as given, for documents read from a file or
+    /// built by hand: `{"mode":"replay"}`, optionally with a `policy` applied at creation
+    /// (revision 0 all the same). The runtime judges it: an unknown mode or a bad policy is
+    /// [`Error::InvalidRequest`] naming the place.
+    pub async fn start_session_raw(&self, request: impl Into<Bytes>) -> Result<Session> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Created {
             session_id: String,
         }
-        let body = serde_json::json!({ "mode": mode });
         let created: Created = self
             .call_json(
                 Method::POST,
-                &["v1", "sessions"],
-                Some(body.to_string().into()),
+                self.endpoint(&["v1", "sessions"]),
+                Some(request.into().into()),
                 None,
             )
             .await?;
@@ -91,6 +101,17 @@ impl Session {
         Ok(revision)
     }
 
+    /// Loads a case document as given (`POST …/load-case`), for bytes that should reach the
+    /// runtime untouched: the runtime judges them, so a broken document is
+    /// [`Error::InvalidRequest`] with the runtime's words. Nothing is parsed here, so
+    /// [`find_in_case`](Self::find_in_case) has no case afterwards (it needs
+    /// [`load_case`](Self::load_case)). Returns the session's revision.
+    pub async fn load_case_raw(&mut self, json: impl Into<Bytes>) -> Result<u64> {
+        let revision = self.write("load-case", json.into()).await?;
+        self.case = None;
+        Ok(revision)
+    }
+
     /// The case last loaded through this handle.
     pub fn case(&self) -> Option<&Case> {
         self.case.as_ref()
@@ -139,14 +160,36 @@ impl Session {
         Ok(revision)
     }
 
+    /// Replaces the session's rules with a rules document as given (`{"version":1,"rules":
+    /// […]}` or a bare list), for rules written in a file. The rules this handle sent are
+    /// forgotten: the next [`mock_outbound`](Self::mock_outbound) or
+    /// [`replay`](Self::replay) replaces these. Returns the session's revision.
+    pub async fn set_rules_raw(&mut self, json: impl Into<Bytes>) -> Result<u64> {
+        let revision = self.write("rules", json.into()).await?;
+        self.rules.clear();
+        Ok(revision)
+    }
+
     /// Replaces the session's policy. Returns the session's revision.
     pub async fn set_policy(&self, policy: &Policy) -> Result<u64> {
         self.write("policy", json(policy)?).await
     }
 
+    /// Replaces the session's policy with a document as given (JSON text). Returns the
+    /// session's revision.
+    pub async fn set_policy_raw(&self, json: impl Into<Bytes>) -> Result<u64> {
+        self.write("policy", json.into()).await
+    }
+
     /// Replaces the session's auth fixtures. Returns the session's revision.
     pub async fn set_auth_fixtures(&self, fixtures: &AuthFixtures) -> Result<u64> {
         self.write("fixtures/auth", json(fixtures)?).await
+    }
+
+    /// Replaces the session's auth fixtures with a document as given (JSON text). Returns the
+    /// session's revision.
+    pub async fn set_auth_fixtures_raw(&self, json: impl Into<Bytes>) -> Result<u64> {
+        self.write("fixtures/auth", json.into()).await
     }
 
     /// The session's counters.
@@ -165,6 +208,21 @@ impl Session {
         self.get("misses").await
     }
 
+    /// [`stats`](Self::stats) as the runtime wrote it, every field kept, for showing it.
+    pub async fn stats_json(&self) -> Result<Value> {
+        self.get("stats").await
+    }
+
+    /// [`state`](Self::state) as the runtime wrote it, every field kept, for showing it.
+    pub async fn state_json(&self) -> Result<Value> {
+        self.get("state").await
+    }
+
+    /// [`misses`](Self::misses) as the runtime wrote it, every field kept, for showing it.
+    pub async fn misses_json(&self) -> Result<Value> {
+        self.get("misses").await
+    }
+
     /// The case of a capture session (`GET /v1/captures/{id}`): what was recorded so far while
     /// it is open, the written file once closed.
     pub async fn capture(&self) -> Result<Case> {
@@ -172,7 +230,7 @@ impl Session {
             .client
             .call(
                 Method::GET,
-                &["v1", "captures", &self.id],
+                self.client.endpoint(&["v1", "captures", &self.id]),
                 None,
                 Some(&self.id),
             )
@@ -187,6 +245,20 @@ impl Session {
     /// the runtime's host (download it with [`capture`](Self::capture)). Later calls about
     /// this session fail with [`Error::UnknownSession`].
     pub async fn close(&self) -> Result<Option<PathBuf>> {
+        self.close_at(self.route("close")).await
+    }
+
+    /// Closes the session as [`close`](Self::close) does, writing a capture session's case to
+    /// `out` on the runtime's host (`?out=`) instead of its capture directory. The runtime
+    /// takes only paths its `--capture-dir` allows; a refused one is
+    /// [`Error::InvalidRequest`] and the session stays open.
+    pub async fn close_to(&self, out: &str) -> Result<Option<PathBuf>> {
+        let mut url = self.route("close");
+        url.query_pairs_mut().append_pair("out", out);
+        self.close_at(url).await
+    }
+
+    async fn close_at(&self, url: Url) -> Result<Option<PathBuf>> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Closed {
@@ -195,12 +267,7 @@ impl Session {
         }
         let closed: Closed = self
             .client
-            .call_json(
-                Method::POST,
-                &self.route("close"),
-                Some("{}".into()),
-                Some(&self.id),
-            )
+            .call_json(Method::POST, url, Some("{}".into()), Some(&self.id))
             .await?;
         Ok(closed.capture_path)
     }
@@ -225,7 +292,7 @@ impl Session {
             .client
             .call_json(
                 Method::POST,
-                &self.route(route),
+                self.route(route),
                 Some(body.into()),
                 Some(&self.id),
             )
@@ -235,15 +302,15 @@ impl Session {
 
     async fn get<T: serde::de::DeserializeOwned>(&self, route: &str) -> Result<T> {
         self.client
-            .call_json(Method::GET, &self.route(route), None, Some(&self.id))
+            .call_json(Method::GET, self.route(route), None, Some(&self.id))
             .await
     }
 
-    /// The path segments of `/v1/sessions/{id}/{route}`.
-    fn route<'a>(&'a self, route: &'a str) -> Vec<&'a str> {
+    /// The URL of `/v1/sessions/{id}/{route}`.
+    fn route(&self, route: &str) -> Url {
         let mut segments = vec!["v1", "sessions", self.id.as_str()];
         segments.extend(route.split('/'));
-        segments
+        self.client.endpoint(&segments)
     }
 }
 

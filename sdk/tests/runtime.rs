@@ -319,3 +319,104 @@ async fn the_token_is_sent_and_a_missing_or_wrong_one_is_unauthorized() {
     assert_eq!(session.stats().await.unwrap().session_revision, 0);
     session.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn documents_as_given_answers_as_written_and_the_runtime_itself() {
+    let (runtime, softprobe) = client().await;
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let softprobe = softprobe.on_call(move |call| {
+        let status = call.outcome.as_ref().ok().copied();
+        seen.lock()
+            .unwrap()
+            .push(format!("{} {} {status:?}", call.method, call.url));
+    });
+    assert!(softprobe.health().await.unwrap().is_ok());
+    let info = softprobe.meta().await.unwrap();
+    assert_eq!(info.spec_version.as_deref(), Some("http-control-api@v1"));
+    assert_eq!(info.schema_version.as_deref(), Some("1"));
+
+    // A create request as given; the runtime's words for a bad one.
+    let refused = softprobe
+        .start_session_raw(r#"{"mode":"foo"}"#)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::InvalidRequest { message } if message.contains("unknown variant `foo`")),
+        "{refused:?}"
+    );
+    assert_eq!(refused.status(), Some(400));
+    let mut session = softprobe
+        .start_session_raw(r#"{"mode":"replay"}"#)
+        .await
+        .unwrap();
+    let listed = softprobe.sessions().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].session_id.as_str(), listed[0].mode),
+        (session.id(), Mode::Replay)
+    );
+
+    let case = std::fs::read(testdata_case("orders-checkout.case.json")).unwrap();
+    assert_eq!(session.load_case_raw(case).await.unwrap(), 1);
+    assert!(session.case().is_none(), "nothing is parsed locally");
+    let policy = r#"{"externalHttp":"strict","custom":true}"#;
+    assert_eq!(session.set_policy_raw(policy).await.unwrap(), 2);
+    assert_eq!(
+        session
+            .set_auth_fixtures_raw(r#"{"tokens":["t"]}"#)
+            .await
+            .unwrap(),
+        3
+    );
+    session
+        .mock_outbound(MockRule::new(
+            CasePredicate::outbound(),
+            CapturedResponse::new(200, ""),
+        ))
+        .await
+        .unwrap();
+    let rules = json!({"version": 1, "rules": [{"when": {"direction": "outbound"}, "then": {"action": "replay"}}]});
+    assert_eq!(session.set_rules_raw(rules.to_string()).await.unwrap(), 5);
+    assert!(
+        session.rules().is_empty(),
+        "the handle's rules were replaced"
+    );
+    let broken = session.set_rules_raw("{").await.unwrap_err();
+    assert!(matches!(broken, Error::InvalidRequest { .. }), "{broken:?}");
+
+    // Answers as written: every field, the documents as posted.
+    let state = session.state_json().await.unwrap();
+    assert_eq!(state["caseSummary"]["caseId"], "orders-checkout");
+    assert_eq!(state["policy"]["custom"], true);
+    assert_eq!(state["rules"], rules);
+    assert_eq!(session.stats_json().await.unwrap()["sessionRevision"], 5);
+    assert_eq!(session.misses_json().await.unwrap()["dropped"], 0);
+    session.close().await.unwrap();
+    let gone = session.stats_json().await.unwrap_err();
+    assert!(
+        matches!(gone, Error::UnknownSession { status: 404, .. }),
+        "{gone:?}"
+    );
+
+    // A capture closed to a path of the client's choosing.
+    let capture = softprobe.start_session(Mode::Capture).await.unwrap();
+    runtime
+        .upload(capture.id(), "/items", 200, r#"{"items":[]}"#)
+        .await;
+    let written = capture
+        .close_to("chosen.case.json")
+        .await
+        .unwrap()
+        .expect("a capture path");
+    assert!(
+        written.ends_with("chosen.case.json"),
+        "{}",
+        written.display()
+    );
+    assert!(written.exists());
+
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls[0], format!("GET {}/health Some(200)", runtime.url()));
+    assert!(calls.contains(&format!("POST {}/v1/sessions Some(400)", runtime.url())));
+}

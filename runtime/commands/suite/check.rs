@@ -5,22 +5,34 @@
 use super::document::{Assertions, StatusSpec};
 use serde_json::Value;
 
-/// One difference between what was recorded (or asked for) and what the app answered.
+/// One difference between what was recorded (or asked for) and what the app answered, or an
+/// issue an assert hook reported.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub(super) struct Difference {
     /// `status`, `headers.content-type`, `$.items[0].price`, …
     pub(super) path: String,
+    /// Empty when a hook's issue leaves it out.
     pub(super) expected: String,
+    /// Empty when a hook's issue leaves it out.
     pub(super) actual: String,
+    /// Why, when a hook said so; with the hook's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
 }
 
 impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: expected {}, got {}",
-            self.path, self.expected, self.actual
-        )
+        write!(f, "{}: ", self.path)?;
+        let values = !self.expected.is_empty() || !self.actual.is_empty();
+        match &self.reason {
+            Some(reason) if values => write!(
+                f,
+                "{reason} (expected {}, got {})",
+                self.expected, self.actual
+            ),
+            Some(reason) => f.write_str(reason),
+            None => write!(f, "expected {}, got {}", self.expected, self.actual),
+        }
     }
 }
 
@@ -29,6 +41,7 @@ fn difference(path: &str, expected: impl ToString, actual: impl ToString) -> Dif
         path: path.to_owned(),
         expected: expected.to_string(),
         actual: actual.to_string(),
+        reason: None,
     }
 }
 

@@ -23,10 +23,10 @@ pub(super) struct Suite {
     #[serde(default)]
     #[allow(dead_code)]
     hooks: Vec<String>,
-    /// For hooks, as by the reference (it never feeds `${…}` of the same file).
+    /// Variables for hooks (their payload's `env` and their process), for keys the environment
+    /// lacks; as in the reference, they never feed `${…}` of the same file.
     #[serde(default)]
-    #[allow(dead_code)]
-    env: BTreeMap<String, String>,
+    pub(super) env: BTreeMap<String, String>,
     /// What every case gets unless it overrides it.
     #[serde(default)]
     pub(super) defaults: Option<Settings>,

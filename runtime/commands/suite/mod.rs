@@ -4,13 +4,16 @@
 mod check;
 mod document;
 mod execute;
+mod hooks;
 mod output;
 
-use super::{CliError, Report, RuntimeClient, exit};
+use super::client::connect;
+use super::{CliError, Report, exit};
 use crate::cli::{SuiteArgs, SuiteCommand};
 use document::Suite;
 use execute::{CaseResult, Runner, Status};
 use serde_json::json;
+use softprobe_sdk::Softprobe;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,9 +31,9 @@ pub(super) async fn run(args: SuiteArgs) -> Result<Report, CliError> {
             junit,
             report,
             env_file,
-            hooks: _,
+            hooks,
         } => {
-            let client = RuntimeClient::new(&args.client, Duration::from_secs(30))?;
+            let client = connect(&args.client, Duration::from_secs(30))?;
             let run = Run {
                 suite,
                 app_url,
@@ -40,6 +43,7 @@ pub(super) async fn run(args: SuiteArgs) -> Result<Report, CliError> {
                 junit,
                 report,
                 env_file,
+                hooks,
             };
             run.run(client).await
         }
@@ -87,10 +91,12 @@ struct Run {
     junit: Option<PathBuf>,
     report: Option<PathBuf>,
     env_file: Option<PathBuf>,
+    /// `--hooks` files, already split at commas.
+    hooks: Vec<PathBuf>,
 }
 
 impl Run {
-    async fn run(self, client: RuntimeClient) -> Result<Report, CliError> {
+    async fn run(self, client: Softprobe) -> Result<Report, CliError> {
         let suite = load(&self.suite, self.env_file.as_deref())?;
         let planned = suite.plan(&directory(&self.suite), self.filter.as_deref());
         if planned.is_empty() {
@@ -99,10 +105,17 @@ impl Run {
                 json!({"suite": suite.name, "total": 0, "passed": 0, "failed": 0, "cases": []}),
             ));
         }
+        // Hooks see the whole environment, the suite's `env:` filling keys it lacks.
+        let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+        for (key, value) in &suite.env {
+            env.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+        let hooks = hooks::Hooks::start(&self.hooks, env, &suite.env).await?;
         let runner = Arc::new(Runner::new(
             client,
             self.app_url.clone(),
             suite.noise.clone(),
+            hooks,
         )?);
         let progress = std::io::stderr().is_terminal();
         let failed = Arc::new(AtomicBool::new(false));
@@ -131,6 +144,7 @@ impl Run {
             match task.await {
                 Ok(result) => results.push(result),
                 Err(err) => {
+                    runner.hooks.close().await;
                     return Err(CliError::new(
                         exit::GENERIC,
                         "suite_failed",
@@ -140,6 +154,7 @@ impl Run {
                 }
             }
         }
+        runner.hooks.close().await;
         let count = |status: Status| results.iter().filter(|r| r.status == status).count();
         let (passed, failures, skipped) = (
             count(Status::Passed),

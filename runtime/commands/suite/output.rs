@@ -70,9 +70,11 @@ pub(super) fn html(suite: &str, results: &[CaseResult]) -> String {
                     items.push_str(&format!("<li>{}</li>", xml(error)));
                 }
                 for d in &result.differences {
+                    let reason = d.reason.as_ref().map(|r| format!("{} ", xml(r)));
                     items.push_str(&format!(
-                        "<li><code>{}</code>: expected <code>{}</code>, got <code>{}</code></li>",
+                        "<li><code>{}</code>: {}expected <code>{}</code>, got <code>{}</code></li>",
                         xml(&d.path),
+                        reason.unwrap_or_default(),
                         xml(&d.expected),
                         xml(&d.actual)
                     ));
