@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blocking;
 pub mod capture;
 pub mod case_index;
 pub mod cli;

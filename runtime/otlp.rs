@@ -5,6 +5,7 @@
 
 use crate::api::RawBody;
 use crate::api::error::ApiError;
+use crate::blocking;
 use crate::metrics::InjectResult;
 use crate::proto::raw;
 use crate::redis_store::{Appended, STAT_FIELDS};
@@ -62,19 +63,12 @@ async fn received_http(
     Ok((received, answer))
 }
 
-/// Runs `work` (a pipeline) on `received`. Bodies past [`crate::api::OFFLOAD_BYTES`] are read
-/// on the blocking pool, so health checks and small injects keep their async workers while a
-/// large one parses.
+/// Runs `work` (a pipeline) on `received`, on the blocking pool when the body is large.
 async fn run<T: Send + 'static>(
     received: Received,
     work: impl FnOnce(Received) -> T + Send + 'static,
 ) -> T {
-    if received.body.len() <= crate::api::OFFLOAD_BYTES {
-        return work(received);
-    }
-    tokio::task::spawn_blocking(move || work(received))
-        .await
-        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+    blocking::run(received.body.len(), move || work(received)).await
 }
 
 /// Inject over the session store. With Redis, the lookup's session is first brought up to date
@@ -116,7 +110,8 @@ async fn inject_shared(
     let received = Arc::new(received);
     loop {
         let (pipelines, shared) = (pipelines.clone(), received.clone());
-        let outcome = run_shared(shared, move |received| pipelines.inject(received)).await?;
+        let size = shared.body.len();
+        let outcome = blocking::run(size, move || pipelines.inject(&shared)).await?;
         let Some(id) = &id else { return Ok(outcome) };
         if let InjectOutcome::Hit(hit) = &outcome
             && let Some((layer, position)) = hit.consumed
@@ -156,19 +151,6 @@ fn shared_counter(outcome: &InjectOutcome) -> Option<usize> {
         InjectOutcome::Forward(_) => "injectMisses",
     };
     STAT_FIELDS.iter().position(|f| *f == field)
-}
-
-/// [`run`] for a body read more than once.
-async fn run_shared<T: Send + 'static>(
-    received: Arc<Received>,
-    work: impl FnOnce(&Received) -> T + Send + 'static,
-) -> T {
-    if received.body.len() <= crate::api::OFFLOAD_BYTES {
-        return work(&received);
-    }
-    tokio::task::spawn_blocking(move || work(&received))
-        .await
-        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
 }
 
 /// Export over the session store. With Redis, the spans' sessions are brought up to date and

@@ -908,8 +908,9 @@ mod tests {
             "redis+cluster://:pw@a:1,b:2".parse::<StoreUrl>().unwrap(),
             StoreUrl::Cluster(vec!["redis://:pw@a:1".into(), "redis://:pw@b:2".into()])
         );
+        assert_eq!("memory".parse::<StoreUrl>().unwrap(), StoreUrl::Memory);
         for bad in [
-            "memory",
+            "Memory",
             "http://x",
             "redis+cluster://",
             "mongo+cluster://a:1",

@@ -200,18 +200,13 @@ impl Store {
     }
 }
 
-/// Runs a document write or check inline, or on the blocking pool when the document is large:
-/// parsing and compiling it takes a while, and the async workers serve injects meanwhile.
+/// Runs a document write or check with the store, on the blocking pool when the document is
+/// large (parsing and compiling it takes a while).
 async fn offload<T: Send + 'static>(
     size: usize,
     local: &Arc<SessionStore>,
     work: impl FnOnce(&SessionStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    if size <= crate::api::OFFLOAD_BYTES {
-        return work(local);
-    }
     let local = local.clone();
-    tokio::task::spawn_blocking(move || work(&local))
-        .await
-        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+    crate::blocking::run(size, move || work(&local)).await
 }

@@ -148,7 +148,12 @@ async fn every_span_acknowledged_while_a_session_closes_is_in_its_case() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(30 + 20 * round)).await;
+        // Close while the exporters are in full flow: after the first acknowledgement (the
+        // first exports are slower, more so on a Redis store), then a little later each round.
+        while acked.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10 + 20 * round)).await;
         let closed: Value = reqwest::Client::new()
             .post(runtime.url(&format!("/v1/sessions/{id}/close")))
             .send()

@@ -6,6 +6,8 @@
 
 mod support;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message as _;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -205,6 +207,8 @@ impl Drop for Cluster {
 struct Replica {
     child: Child,
     base: String,
+    /// Its gRPC listener, as a URL.
+    grpc: String,
     _captures: tempfile::TempDir,
 }
 
@@ -222,10 +226,10 @@ impl Replica {
         let log = captures.path().join("stderr.log");
         // A free port can be taken again before the runtime binds it: then try another.
         for _ in 0..5 {
-            let port = free_port();
+            let (port, grpc_port) = (free_port(), free_port());
             let mut child = Command::new(env!("CARGO_BIN_EXE_softprobe"))
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+                .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
                 .args(["--store", store])
                 .arg("--capture-dir")
                 .arg(captures.path())
@@ -240,6 +244,7 @@ impl Replica {
                     return Self {
                         child,
                         base,
+                        grpc: format!("http://127.0.0.1:{grpc_port}"),
                         _captures: captures,
                     };
                 }
@@ -561,6 +566,22 @@ async fn sessions_outlive_replicas_and_a_redis_outage_is_a_503_then_recovers() {
         200,
         "liveness does not depend on the store"
     );
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["store"], "redis");
+    // Exporters get a retryable answer, not a silent loss.
+    let refused = export(&replica, &session, "during-outage").await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let mut grpc = TraceServiceClient::connect(replica.grpc.clone())
+        .await
+        .unwrap();
+    let batch = traces("orders", vec![span("extract", &session, &[])]);
+    let status = grpc
+        .export(ExportTraceServiceRequest {
+            resource_spans: batch.resource_spans,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     let ready = reqwest::get(replica.url("/ready")).await.unwrap();
     assert_eq!(ready.status(), 503);
 

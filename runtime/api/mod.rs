@@ -25,9 +25,6 @@ pub const SCHEMA_VERSION: &str = "1";
 /// This runtime's version.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Bodies larger than this are parsed on the blocking thread pool, not on an async worker.
-pub const OFFLOAD_BYTES: usize = 256 * 1024;
-
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
@@ -67,29 +64,36 @@ pub fn router(state: AppState, extra_v1: Router<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn health() -> Json<serde_json::Value> {
+/// Live whatever the store does (readiness is `/ready`); says which store sessions live in.
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
         "specVersion": SPEC_VERSION,
         "schemaVersion": SCHEMA_VERSION,
         "runtimeVersion": RUNTIME_VERSION,
+        "store": store_kind(&state),
     }))
+}
+
+fn store_kind(state: &AppState) -> &'static str {
+    match state.store.redis() {
+        None => "memory",
+        Some(_) => "redis",
+    }
 }
 
 /// Ready while the session store answers: a load balancer routes around a replica that lost
 /// its Redis, while `/health` keeps it alive.
 async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let store = match state.store.redis() {
-        None => "memory",
-        Some(redis) => {
-            redis
-                .ping()
-                .await
-                .map_err(|err| error::store_error("", err))?;
-            "redis"
-        }
-    };
-    Ok(Json(json!({"status": "ready", "store": store})))
+    if let Some(redis) = state.store.redis() {
+        redis
+            .ping()
+            .await
+            .map_err(|err| error::store_error("", err))?;
+    }
+    Ok(Json(
+        json!({"status": "ready", "store": store_kind(&state)}),
+    ))
 }
 
 async fn meta() -> Json<serde_json::Value> {
