@@ -326,6 +326,15 @@ async fn inject(replica: &Replica, session: &str) -> (u16, Vec<u8>) {
     (status, response.bytes().await.unwrap().to_vec())
 }
 
+/// Three runtimes on one Redis.
+async fn three_replicas(redis: &Redis) -> [Replica; 3] {
+    [
+        Replica::start(redis).await,
+        Replica::start(redis).await,
+        Replica::start(redis).await,
+    ]
+}
+
 /// Exports one span of `session` carrying `marker` (protobuf), through `replica`.
 async fn export(
     replica: &Replica,
@@ -351,11 +360,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 async fn a_write_answered_on_one_replica_is_seen_by_the_next_inject_on_any() {
     let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
-    let replicas = [
-        Replica::start(&redis).await,
-        Replica::start(&redis).await,
-        Replica::start(&redis).await,
-    ];
+    let replicas = three_replicas(&redis).await;
     let session = create(&replicas[0], "replay").await;
     let mut stale = Vec::new();
     for round in 0..300 {
@@ -402,11 +407,7 @@ async fn a_write_answered_on_one_replica_is_seen_by_the_next_inject_on_any() {
 async fn consume_once_fires_once_across_replicas_and_revisions_stay_gap_free() {
     let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
-    let replicas = [
-        Replica::start(&redis).await,
-        Replica::start(&redis).await,
-        Replica::start(&redis).await,
-    ];
+    let replicas = three_replicas(&redis).await;
     for _ in 0..5 {
         let session = create(&replicas[0], "replay").await;
         let (status, _) = post(
@@ -458,11 +459,7 @@ async fn consume_once_fires_once_across_replicas_and_revisions_stay_gap_free() {
 async fn every_span_acknowledged_by_any_replica_is_in_the_case_though_one_was_killed() {
     let _one = ONE_AT_A_TIME.lock().await;
     let redis = Redis::start();
-    let mut replicas = [
-        Replica::start(&redis).await,
-        Replica::start(&redis).await,
-        Replica::start(&redis).await,
-    ];
+    let mut replicas = three_replicas(&redis).await;
     let session = create(&replicas[0], "capture").await;
     let client = reqwest::Client::new();
     let mut acknowledged = Vec::new();
