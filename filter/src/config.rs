@@ -148,16 +148,35 @@ pub struct Backend {
 #[derive(Debug, Clone)]
 enum CollectRule {
     /// `collectionRules.http.server[].path`: the request path (query included) matches.
-    Server { path: Regex },
+    Server { path: Pattern },
     /// `collectionRules.http.client[]`: the host matches and, when paths are given, one matches.
-    Client { host: Regex, paths: Vec<Regex> },
+    Client { host: Pattern, paths: Vec<Pattern> },
 }
 
 /// An exemption: host (any, when no patterns) and path both match → never collected.
 #[derive(Debug, Clone)]
 struct Exemption {
-    hosts: Vec<Regex>,
-    paths: Vec<Regex>,
+    hosts: Vec<Pattern>,
+    paths: Vec<Pattern>,
+}
+
+/// One unanchored pattern of `collectionRules` or `exemptionRules`. A pattern without regex
+/// syntax (every default exemption is one) is matched as a plain substring, which is what the
+/// regex would answer: regex_lite's backtracking-free search ran once per pattern and request
+/// and was the filter's largest cost on a selected request.
+#[derive(Debug, Clone)]
+enum Pattern {
+    Literal(String),
+    Regex(Regex),
+}
+
+impl Pattern {
+    fn is_match(&self, text: &str) -> bool {
+        match self {
+            Pattern::Literal(literal) => text.contains(literal.as_str()),
+            Pattern::Regex(regex) => regex.is_match(text),
+        }
+    }
 }
 
 /// Which requests the filter looks at, from `collectionRules` and `exemptionRules`.
@@ -353,9 +372,14 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Config, ConfigError> {
     parse(std::str::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8)?)
 }
 
-fn compile(key: &str, pattern: &str) -> Result<Regex, ConfigError> {
-    Regex::new(pattern)
-        .map_err(|err| ConfigError::invalid(key, format!("invalid regex {pattern:?}: {err}")))
+fn compile(key: &str, pattern: &str) -> Result<Pattern, ConfigError> {
+    let regex = Regex::new(pattern)
+        .map_err(|err| ConfigError::invalid(key, format!("invalid regex {pattern:?}: {err}")))?;
+    Ok(if regex_lite::escape(pattern) == pattern {
+        Pattern::Literal(pattern.to_owned())
+    } else {
+        Pattern::Regex(regex)
+    })
 }
 
 impl RawConfig {
@@ -411,7 +435,7 @@ impl RawConfig {
             collect.push(CollectRule::Client { host, paths });
         }
 
-        let default_paths = || -> Result<Vec<Regex>, ConfigError> {
+        let default_paths = || -> Result<Vec<Pattern>, ConfigError> {
             defaults::EXEMPT_PATHS
                 .iter()
                 .map(|p| compile("exemptionRules", p))
@@ -798,5 +822,24 @@ mod tests {
             "host patterns scope the exemption"
         );
         assert!(host_scoped.selects("internal:80", "/hello"));
+    }
+
+    #[test]
+    fn plain_patterns_match_as_their_regex_would() {
+        let patterns = ["/v1/traces", "", "health", "é/ü", " x", ".", "^/api", "a-b", "v1|v2"];
+        let texts = ["", "/v1/traces", "/api/v1/traces?x", "/healthz", "/é/ü/", " x", "a-b", "v2"];
+        for pattern in patterns {
+            let compiled = compile("p", pattern).unwrap();
+            let literal = matches!(compiled, Pattern::Literal(_));
+            assert_eq!(literal, pattern.chars().all(|c| c.is_alphanumeric() || "/ ".contains(c)));
+            let regex = Regex::new(pattern).unwrap();
+            for text in texts {
+                assert_eq!(
+                    compiled.is_match(text),
+                    regex.is_match(text),
+                    "{pattern:?} on {text:?}"
+                );
+            }
+        }
     }
 }
