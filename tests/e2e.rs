@@ -87,15 +87,47 @@ async fn app(dependency: SocketAddr, egress: SocketAddr) -> SocketAddr {
     serve(router).await
 }
 
+/// The trace exports a relay saw: resource spans in each, and how many it refused.
+#[derive(Default)]
+struct Exports {
+    sizes: Vec<usize>,
+    refused: usize,
+}
+
 /// Between the proxies and the runtime: passes every call on, holding each trace upload back
 /// `delay` first, so uploads are still in flight when the traffic that caused them is done.
-async fn slow_uploads(runtime: SocketAddr, delay: Duration) -> SocketAddr {
+/// With `refuse_merged`, an export carrying more than one hop's spans is answered 413 instead.
+async fn slow_uploads(
+    runtime: SocketAddr,
+    delay: Duration,
+    refuse_merged: bool,
+) -> (SocketAddr, Arc<Mutex<Exports>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let exports = Arc::new(Mutex::new(Exports::default()));
+    let log = exports.clone();
     let client = reqwest::Client::new();
     let relay = move |method: Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-        let client = client.clone();
+        let (client, log) = (client.clone(), log.clone());
         async move {
             if uri.path() == "/v1/traces" {
+                let hops = ExportTraceServiceRequest::decode(body.clone())
+                    .map_or(0, |export| export.resource_spans.len());
+                let refuse = refuse_merged && hops > 1;
+                {
+                    let mut log = log.lock().unwrap();
+                    log.sizes.push(hops);
+                    log.refused += usize::from(refuse);
+                }
                 tokio::time::sleep(delay).await;
+                if refuse {
+                    let content_type = HeaderValue::from_static("text/plain");
+                    return (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        [("content-type", content_type)],
+                        Bytes::new(),
+                    );
+                }
             }
             let mut request = client
                 .request(method, format!("http://{runtime}{uri}"))
@@ -116,7 +148,7 @@ async fn slow_uploads(runtime: SocketAddr, delay: Duration) -> SocketAddr {
             (status, [("content-type", content_type)], body)
         }
     };
-    serve(Router::new().fallback(any(relay))).await
+    (serve(Router::new().fallback(any(relay))).await, exports)
 }
 
 async fn proxy(direction: &str, runtime: SocketAddr, upstream: Option<String>) -> SocketAddr {
@@ -426,15 +458,43 @@ async fn the_proxy_refuses_a_missing_wasm_an_invalid_module_and_a_bad_configurat
 /// Capture under load, through both proxies with two workers each, with every trace upload
 /// held back on its way to the runtime: each hop's upload is answered before its stream's
 /// context goes, and a proxy stops only after that, so once both have drained the runtime
-/// holds exactly one span per hop. Bounded in requests (and, against hangs, in time); it
-/// measures nothing.
+/// holds exactly one span per hop. Uploads queued behind an export in flight leave together
+/// (`runtime/proxy/uploads.rs`), so there are fewer exports than hops. Bounded in requests
+/// (and, against hangs, in time); it measures nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_under_load_uploads_one_span_per_hop() {
-    const CHECKOUTS: usize = 300;
+    let exports = capture_under_load(300, false).await;
+    let hops: usize = exports.sizes.iter().sum();
+    assert_eq!(hops, 600, "every hop's span reached the relay once");
+    assert!(
+        exports.sizes.len() < hops / 2,
+        "queued uploads share exports: {} exports for {hops} hops",
+        exports.sizes.len()
+    );
+}
+
+/// As above, with every export of more than one hop refused 413 for its size: the proxies
+/// send each of its uploads again alone, and no span is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_refused_as_a_whole_is_sent_again_upload_by_upload() {
+    let exports = capture_under_load(100, true).await;
+    assert!(
+        exports.refused > 0,
+        "some uploads were merged, then refused"
+    );
+    let delivered = exports.sizes.iter().filter(|hops| **hops == 1).count();
+    assert_eq!(delivered, 200, "each hop's span went alone once");
+}
+
+/// Drives `checkouts` captured checkouts through both proxies and checks the case holds one
+/// span per hop; returns what the relay saw.
+async fn capture_under_load(checkouts: usize, refuse_merged: bool) -> Exports {
+    // Long enough for uploads to queue; short where each refused one goes again alone.
+    let delay = Duration::from_millis(if refuse_merged { 50 } else { 300 });
     const IN_FLIGHT: usize = 16;
     let workers = NonZeroUsize::new(2);
     let runtime = Runtime::start(&[]).await;
-    let backend = slow_uploads(runtime.addr, Duration::from_millis(300)).await;
+    let (backend, exports) = slow_uploads(runtime.addr, delay, refuse_merged).await;
     let seen = Seen::default();
     let dependency = dependency(seen.clone()).await;
     let egress = Stoppable::start(bind_proxy("outbound", backend, None, workers).await).await;
@@ -454,7 +514,7 @@ async fn capture_under_load_uploads_one_span_per_hop() {
                 (client.clone(), url.clone(), capture.clone(), next.clone());
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CHECKOUTS {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < checkouts {
                     let response = client
                         .get(&url)
                         .header("x-softprobe-session-id", &capture)
@@ -480,14 +540,14 @@ async fn capture_under_load_uploads_one_span_per_hop() {
     let statuses = tokio::time::timeout(Duration::from_secs(120), load)
         .await
         .expect("the load and the drain finish");
-    assert_eq!(statuses.len(), CHECKOUTS);
+    assert_eq!(statuses.len(), checkouts);
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(seen.lock().unwrap().len(), CHECKOUTS);
+    assert_eq!(seen.lock().unwrap().len(), checkouts);
 
     let stats = runtime.stats(&capture).await;
     assert_eq!(
         stats["extractedSpans"].as_u64(),
-        Some(2 * CHECKOUTS as u64),
+        Some(2 * checkouts as u64),
         "one span per hop, inbound and outbound: {stats}"
     );
     let case: Value = serde_json::from_str(&runtime.close_capture(&capture).await).unwrap();
@@ -511,10 +571,11 @@ async fn capture_under_load_uploads_one_span_per_hop() {
     assert_eq!(
         directions,
         [
-            ("inbound".to_owned(), CHECKOUTS),
-            ("outbound".to_owned(), CHECKOUTS)
+            ("inbound".to_owned(), checkouts),
+            ("outbound".to_owned(), checkouts)
         ]
         .into(),
     );
     runtime.stop().await;
+    std::mem::take(&mut *exports.lock().unwrap())
 }

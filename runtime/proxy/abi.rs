@@ -372,7 +372,7 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
                 context,
                 base,
                 headers,
-                body,
+                body: body.into(),
                 timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(5000).max(1)),
             });
             write(&mut c, token_out, &token.to_le_bytes())

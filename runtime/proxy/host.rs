@@ -37,7 +37,8 @@ pub(crate) struct PendingCall {
     /// The cluster's base URL, resolved at dispatch.
     pub(crate) base: String,
     pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
+    /// Shared, so a trace upload merged into an export can still be sent alone.
+    pub(crate) body: bytes::Bytes,
     pub(crate) timeout: Duration,
 }
 

@@ -7,7 +7,8 @@
 //! its tasks can run on a plain current-thread runtime: under a `LocalSet`, every socket
 //! wake-up also writes the runtime's eventfd.
 
-use super::host::{Effect, Headers, PendingCall};
+use super::host::{Effect, Headers, Message, PendingCall};
+use super::uploads::{self, UploadKey, Uploads};
 use super::vm::Vm;
 use super::{HOP_BY_HOP, MAX_BODY_BYTES};
 use bytes::Bytes;
@@ -92,6 +93,8 @@ struct Worker {
     vm: Mutex<Vm>,
     /// Streams held for the filter's decision, by context.
     waiters: Mutex<HashMap<u32, oneshot::Sender<Effect>>>,
+    /// Trace uploads waiting for their target's export in flight (`uploads.rs`).
+    uploads: Mutex<Uploads>,
     /// Keep-alive pools to the upstreams and to the filter's clusters.
     http: Client<HttpConnector, Body>,
     /// Reverse-proxy target; `None` makes a forward proxy.
@@ -127,6 +130,7 @@ impl Worker {
         Self {
             vm: Mutex::new(vm),
             waiters: Mutex::default(),
+            uploads: Mutex::default(),
             http,
             upstream,
             calls_in_flight: AtomicUsize::new(0),
@@ -142,6 +146,12 @@ impl Worker {
 
     fn waiters(&self) -> MutexGuard<'_, HashMap<u32, oneshot::Sender<Effect>>> {
         self.waiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn uploads(&self) -> MutexGuard<'_, Uploads> {
+        self.uploads
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -233,7 +243,7 @@ impl Worker {
         let Some((headers, body)) = self.vm().take_request(context) else {
             return text(StatusCode::BAD_GATEWAY, "the stream vanished\n".into());
         };
-        let (request, url) = match outgoing(base, &headers, body) {
+        let (request, url) = match outgoing(base, &headers, body.into()) {
             Ok(request) => request,
             Err(err) => return text(StatusCode::BAD_GATEWAY, format!("bad request: {err}\n")),
         };
@@ -296,34 +306,79 @@ impl Worker {
         }
         for call in calls {
             self.calls_in_flight.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(self.clone().call(call));
+            match UploadKey::of(&call) {
+                Some(key) => {
+                    let now = self.uploads().enqueue(key.clone(), call);
+                    if let Some(call) = now {
+                        tokio::spawn(self.clone().export(key, vec![call]));
+                    }
+                }
+                None => {
+                    tokio::spawn(self.clone().call(call));
+                }
+            }
         }
     }
 
     /// Runs one filter HTTP call and hands its answer back to the filter.
-    async fn call(self: Arc<Self>, mut call: PendingCall) {
-        let body = std::mem::take(&mut call.body);
-        let answer = match outgoing(&call.base, &call.headers, body) {
-            Ok((request, url)) => {
-                match tokio::time::timeout(call.timeout, self.exchange(request)).await {
-                    Ok(Ok((_, headers, body))) => Some((headers, body)),
-                    Ok(Err(err)) => {
-                        let err = crate::commands::error_chain(&*err);
-                        tracing::debug!(%url, %err, "Filter HTTP call failed.");
-                        None
+    async fn call(self: Arc<Self>, call: PendingCall) {
+        let answer = self.send(&call).await;
+        self.answer(&call, answer);
+    }
+
+    /// Sends trace uploads to one target, a batch per export, until none is queued.
+    async fn export(self: Arc<Self>, key: UploadKey, mut batch: Vec<PendingCall>) {
+        loop {
+            if let [call] = batch.as_slice() {
+                let answer = self.send(call).await;
+                self.answer(call, answer);
+            } else {
+                let answer = self.send(&uploads::merge(&batch)).await;
+                if uploads::refused_for_content(&answer) {
+                    for call in &batch {
+                        let answer = self.send(call).await;
+                        self.answer(call, answer);
                     }
-                    Err(_) => {
-                        tracing::debug!(%url, timeout = ?call.timeout, "Filter HTTP call timed out.");
-                        None
+                } else {
+                    for call in &batch {
+                        self.answer(call, answer.clone());
                     }
                 }
             }
+            let next = self.uploads().next_batch(&key);
+            match next {
+                Some(next) => batch = next,
+                None => return,
+            }
+        }
+    }
+
+    /// One filter HTTP call over the pools, within its timeout; `None` when it failed.
+    async fn send(&self, call: &PendingCall) -> Option<Message> {
+        let (request, url) = match outgoing(&call.base, &call.headers, call.body.clone()) {
+            Ok(request) => request,
             Err(err) => {
                 tracing::debug!(%err, "Filter HTTP call is not a valid request.");
-                None
+                return None;
             }
         };
-        if let Err(err) = self.vm().on_call_response(&call, answer) {
+        match tokio::time::timeout(call.timeout, self.exchange(request)).await {
+            Ok(Ok((_, headers, body))) => Some((headers, body)),
+            Ok(Err(err)) => {
+                let err = crate::commands::error_chain(&*err);
+                tracing::debug!(%url, %err, "Filter HTTP call failed.");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%url, timeout = ?call.timeout, "Filter HTTP call timed out.");
+                None
+            }
+        }
+    }
+
+    /// Hands a call's answer to the filter and acts on what it decides.
+    fn answer(self: &Arc<Self>, call: &PendingCall, answer: Option<Message>) {
+        if let Err(err) = self.vm().on_call_response(call, answer) {
             tracing::error!(%err, "Filter trapped on an HTTP call answer.");
         }
         self.settle();
@@ -395,7 +450,7 @@ fn request_pairs(parts: &Parts, authority: String) -> Headers {
 fn outgoing(
     base: &str,
     headers: &[(String, String)],
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Result<(Request<Body>, String), http::Error> {
     let header = |name: &str| {
         headers
@@ -416,7 +471,7 @@ fn outgoing(
             request = request.header(name.as_str(), value.as_str());
         }
     }
-    Ok((request.body(Full::new(Bytes::from(body)))?, url))
+    Ok((request.body(Full::new(body))?, url))
 }
 
 fn text(status: StatusCode, message: String) -> Response<Body> {
