@@ -9,6 +9,7 @@
 mod abi;
 mod codes;
 mod host;
+mod pool;
 mod uploads;
 mod vm;
 mod worker;

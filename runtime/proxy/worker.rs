@@ -8,6 +8,7 @@
 //! wake-up also writes the runtime's eventfd.
 
 use super::host::{Effect, Headers, Message, PendingCall};
+use super::pool::Pool;
 use super::uploads::{self, UploadKey, Uploads};
 use super::vm::Vm;
 use super::{HOP_BY_HOP, MAX_BODY_BYTES};
@@ -17,14 +18,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -95,8 +93,8 @@ struct Worker {
     waiters: Mutex<HashMap<u32, oneshot::Sender<Effect>>>,
     /// Trace uploads waiting for their target's export in flight (`uploads.rs`).
     uploads: Mutex<Uploads>,
-    /// Keep-alive pools to the upstreams and to the filter's clusters.
-    http: Client<HttpConnector, Body>,
+    /// Keep-alive connections to the upstreams and to the filter's clusters.
+    pool: Pool,
     /// Reverse-proxy target; `None` makes a forward proxy.
     upstream: Option<String>,
     calls_in_flight: AtomicUsize,
@@ -120,18 +118,11 @@ impl Drop for StreamGuard {
 
 impl Worker {
     fn new(vm: Vm, upstream: Option<String>) -> Self {
-        let mut connector = HttpConnector::new();
-        // Requests and answers are small and written whole: never wait for Nagle.
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Self {
             vm: Mutex::new(vm),
             waiters: Mutex::default(),
             uploads: Mutex::default(),
-            http,
+            pool: Pool::default(),
             upstream,
             calls_in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -243,11 +234,11 @@ impl Worker {
         let Some((headers, body)) = self.vm().take_request(context) else {
             return text(StatusCode::BAD_GATEWAY, "the stream vanished\n".into());
         };
-        let (request, url) = match outgoing(base, &headers, body.into()) {
+        let (request, origin, url) = match outgoing(base, &headers, body.into()) {
             Ok(request) => request,
             Err(err) => return text(StatusCode::BAD_GATEWAY, format!("bad request: {err}\n")),
         };
-        let (status, response_headers, body) = match self.exchange(request).await {
+        let (status, response_headers, body) = match self.exchange(&origin, request).await {
             Ok(answer) => answer,
             Err(err) => {
                 return text(
@@ -273,14 +264,10 @@ impl Worker {
     /// One HTTP exchange over the pools: status, headers as proxy-wasm pairs, whole body.
     async fn exchange(
         &self,
+        origin: &str,
         request: Request<Body>,
     ) -> Result<(StatusCode, Headers, Vec<u8>), BoxError> {
-        let response = self.http.request(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_BODY_BYTES)
-            .collect()
-            .await?
-            .to_bytes();
+        let (parts, body) = self.pool.exchange(origin, request).await?;
         let mut headers = Vec::with_capacity(parts.headers.len() + 1);
         headers.push((":status".to_owned(), parts.status.as_str().to_owned()));
         for (name, value) in &parts.headers {
@@ -355,14 +342,14 @@ impl Worker {
 
     /// One filter HTTP call over the pools, within its timeout; `None` when it failed.
     async fn send(&self, call: &PendingCall) -> Option<Message> {
-        let (request, url) = match outgoing(&call.base, &call.headers, call.body.clone()) {
+        let (request, origin, url) = match outgoing(&call.base, &call.headers, call.body.clone()) {
             Ok(request) => request,
             Err(err) => {
                 tracing::debug!(%err, "Filter HTTP call is not a valid request.");
                 return None;
             }
         };
-        match tokio::time::timeout(call.timeout, self.exchange(request)).await {
+        match tokio::time::timeout(call.timeout, self.exchange(&origin, request)).await {
             Ok(Ok((_, headers, body))) => Some((headers, body)),
             Ok(Err(err)) => {
                 let err = crate::commands::error_chain(&*err);
@@ -445,13 +432,14 @@ fn request_pairs(parts: &Parts, authority: String) -> Headers {
     headers
 }
 
-/// An HTTP request from proxy-wasm pseudo-headers and headers: method, `base` + `:path`,
-/// `:authority` as `host`, the rest minus hop-by-hop headers. Returns it with its URL.
+/// An HTTP request from proxy-wasm pseudo-headers and headers: method, `base`'s path +
+/// `:path`, `:authority` as `host`, the rest minus hop-by-hop headers. Returns it with the
+/// origin (`host:port`) it goes to and its URL.
 fn outgoing(
     base: &str,
     headers: &[(String, String)],
     body: Bytes,
-) -> Result<(Request<Body>, String), http::Error> {
+) -> Result<(Request<Body>, String, String), BoxError> {
     let header = |name: &str| {
         headers
             .iter()
@@ -461,8 +449,10 @@ fn outgoing(
     let method = header(":method")
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .unwrap_or(Method::GET);
-    let url = format!("{base}{}", header(":path").unwrap_or("/"));
-    let mut request = Request::builder().method(method).uri(&url);
+    let (origin, prefix) = origin(base)?;
+    let path = format!("{prefix}{}", header(":path").unwrap_or("/"));
+    let url = format!("http://{origin}{path}");
+    let mut request = Request::builder().method(method).uri(path);
     if let Some(authority) = header(":authority") {
         request = request.header(http::header::HOST, authority);
     }
@@ -471,7 +461,26 @@ fn outgoing(
             request = request.header(name.as_str(), value.as_str());
         }
     }
-    Ok((request.body(Full::new(body))?, url))
+    Ok((request.body(Full::new(body))?, origin, url))
+}
+
+/// `http://host[:port][/prefix]` as the origin to connect to (`host:port`, port 80 when none
+/// is given) and the path prefix; the proxy speaks plain HTTP only.
+fn origin(base: &str) -> Result<(String, &str), String> {
+    let rest = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{base}: only http:// targets are supported"))?;
+    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (!host.starts_with('[') || host.ends_with(']'))
+    });
+    match (authority, has_port) {
+        ("", _) => Err(format!("{base}: no host")),
+        (authority, true) => Ok((authority.to_owned(), prefix)),
+        (authority, false) => Ok((format!("{authority}:80"), prefix)),
+    }
 }
 
 fn text(status: StatusCode, message: String) -> Response<Body> {
@@ -502,5 +511,26 @@ fn copy_headers(pairs: &[(String, String)], into: &mut HeaderMap) {
         ) {
             into.append(name, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn targets_are_plain_http_origins_with_an_optional_path_prefix() {
+        let ok = |base| origin(base).unwrap();
+        assert_eq!(ok("http://app:8081"), ("app:8081".into(), ""));
+        assert_eq!(ok("http://app"), ("app:80".into(), ""));
+        assert_eq!(ok("http://app:8081/base"), ("app:8081".into(), "/base"));
+        assert_eq!(ok("http://[::1]:9"), ("[::1]:9".into(), ""));
+        assert_eq!(ok("http://[::1]"), ("[::1]:80".into(), ""));
+        assert!(
+            origin("https://app:443")
+                .unwrap_err()
+                .contains("only http://")
+        );
+        assert!(origin("http:///x").unwrap_err().contains("no host"));
     }
 }
