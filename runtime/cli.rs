@@ -113,7 +113,7 @@ pub struct ProxyArgs {
     #[arg(long = "cluster", value_parser = parse_cluster)]
     pub clusters: Vec<(String, String)>,
     /// Worker threads, each with its own filter instance; a connection's streams stay on one
-    /// (default: one per CPU).
+    /// (default: half the CPUs, at least one).
     #[arg(long)]
     pub workers: Option<NonZeroUsize>,
 }

@@ -104,7 +104,7 @@ struct Args {
     /// one.
     #[arg(long, default_value_t = 8)]
     proxy_connections: usize,
-    /// Workers of the proxy under test (default: one per CPU, as `softprobe proxy`).
+    /// Workers of the proxy under test (default: as `softprobe proxy`, half the CPUs).
     #[arg(long)]
     proxy_workers: Option<NonZeroUsize>,
     /// The filter the proxy runs (default: the wasm-release build in the target directory).
@@ -244,8 +244,10 @@ fn args_line(args: &Args) -> String {
         args.capture_spans,
         args.server_threads,
         args.proxy_connections,
-        args.proxy_workers
-            .map_or_else(|| "per CPU".to_owned(), |n| n.to_string()),
+        args.proxy_workers.map_or_else(
+            || format!("{} (default)", softprobe::proxy::default_workers()),
+            |n| n.to_string()
+        ),
         args.only
     )
 }

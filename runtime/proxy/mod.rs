@@ -39,6 +39,14 @@ const HOP_BY_HOP: [&str; 8] = [
     "content-length",
 ];
 
+/// Workers when none are asked for: half the CPUs, at least one. The proxy shares its machine
+/// with the app it fronts, the runtime and the test driving them; on two cores, a second worker
+/// only competes with them (passthrough 0.32 of direct with two workers, 0.38 with one; nginx
+/// showed the same). Istio starts its sidecars with two workers for the same reason.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |cpus| (cpus.get() / 2).max(1))
+}
+
 /// What `softprobe proxy` needs.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -52,7 +60,7 @@ pub struct ProxyConfig {
     pub upstream: Option<String>,
     /// Cluster name → base URL, for the filter's HTTP calls.
     pub clusters: HashMap<String, String>,
-    /// Workers, each with its own filter instance; `None`: one per CPU.
+    /// Workers, each with its own filter instance; `None`: [`default_workers`].
     pub workers: Option<NonZeroUsize>,
 }
 
@@ -73,8 +81,7 @@ impl ProxyServer {
         )?;
         let workers = config
             .workers
-            .or_else(|| std::thread::available_parallelism().ok())
-            .map_or(1, NonZeroUsize::get);
+            .map_or_else(default_workers, NonZeroUsize::get);
         let vms = (0..workers)
             .map(|_| filter.instantiate())
             .collect::<Result<_, _>>()?;
