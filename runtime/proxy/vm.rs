@@ -40,6 +40,9 @@ pub enum LoadError {
     Configuration(String),
 }
 
+/// Set (to anything) to write `/tmp/perf-<pid>.map` for the compiled filter.
+const PERFMAP_ENV: &str = "SOFTPROBE_PROXY_PERFMAP";
+
 /// The root context id; stream contexts count up from it.
 const ROOT_CONTEXT: u32 = 1;
 
@@ -75,7 +78,12 @@ impl Filter {
             source,
         })?;
         crate::commands::proxy_wasm_exports(&bytes).map_err(LoadError::Invalid)?;
-        let engine = Engine::default();
+        let mut settings = wasmtime::Config::new();
+        if std::env::var_os(PERFMAP_ENV).is_some() {
+            // `perf report` then names the filter's functions (from an unstripped module).
+            settings.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        let engine = Engine::new(&settings).map_err(invalid)?;
         let module = Module::new(&engine, &bytes)
             .map_err(|err| invalid(format!("cannot compile {}: {err}", path.display())))?;
         let mut linker = Linker::new(&engine);
