@@ -12,6 +12,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::MAX_BODY_BYTES;
@@ -21,10 +22,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle connections kept per origin; more are closed when they come back.
 const MAX_IDLE_PER_ORIGIN: usize = 64;
+/// An idle connection is closed after this long unused.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Idle connections per origin, each with the time it came back.
+type Idle = HashMap<String, Vec<(SendRequest<Body>, Instant)>>;
 
 #[derive(Default)]
 pub(super) struct Pool {
-    idle: Mutex<HashMap<String, Vec<SendRequest<Body>>>>,
+    idle: Mutex<Idle>,
 }
 
 impl Pool {
@@ -65,7 +71,20 @@ impl Pool {
         Ok((parts, body))
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<SendRequest<Body>>>> {
+    /// Closes the connections idle for longer than [`IDLE_TIMEOUT`]; the worker calls it
+    /// periodically.
+    pub(super) fn sweep(&self) {
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&self, now: Instant) {
+        self.idle().retain(|_, connections| {
+            connections.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+            !connections.is_empty()
+        });
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -75,7 +94,9 @@ impl Pool {
     fn checkout(&self, origin: &str) -> Option<SendRequest<Body>> {
         let mut idle = self.idle();
         let connections = idle.get_mut(origin)?;
-        std::iter::from_fn(|| connections.pop()).find(|connection| !connection.is_closed())
+        std::iter::from_fn(|| connections.pop())
+            .map(|(connection, _)| connection)
+            .find(|connection| !connection.is_closed())
     }
 
     fn give_back(&self, origin: &str, connection: SendRequest<Body>) {
@@ -88,7 +109,7 @@ impl Pool {
             None => idle.entry(origin.to_owned()).or_default(),
         };
         if connections.len() < MAX_IDLE_PER_ORIGIN {
-            connections.push(connection);
+            connections.push((connection, Instant::now()));
         }
     }
 }
@@ -105,4 +126,79 @@ async fn connect(origin: &str) -> Result<SendRequest<Body>, BoxError> {
         }
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Answers every request on a connection with a fixed 200 (and with `one_each`, closes the
+    /// connection after its first answer, without saying so); reports when a connection closes.
+    async fn upstream(one_each: bool) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = listener.local_addr().unwrap().to_string();
+        let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() || one_each {
+                            break;
+                        }
+                    }
+                    let _ = closed.send(());
+                });
+            }
+        });
+        (origin, closes)
+    }
+
+    fn get(origin: &str) -> Request<Body> {
+        Request::get("/")
+            .header("host", origin)
+            .body(Body::default())
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_are_reused_and_closed_after_the_idle_timeout() {
+        let (origin, mut closes) = upstream(false).await;
+        let pool = Pool::default();
+        for _ in 0..3 {
+            let (parts, body) = pool.exchange(&origin, get(&origin)).await.unwrap();
+            assert_eq!((parts.status.as_u16(), body.as_ref()), (200, &b"ok"[..]));
+        }
+        assert_eq!(
+            pool.idle()[&origin].len(),
+            1,
+            "one connection served all three"
+        );
+        pool.sweep_at(Instant::now() + IDLE_TIMEOUT / 2);
+        assert_eq!(pool.idle()[&origin].len(), 1, "not idle long enough");
+        pool.sweep_at(Instant::now() + IDLE_TIMEOUT);
+        assert!(pool.idle().is_empty());
+        closes
+            .recv()
+            .await
+            .expect("the upstream saw the connection close");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
+        let (origin, mut closes) = upstream(true).await;
+        let pool = Pool::default();
+        for round in 0..5 {
+            let (parts, _) = pool.exchange(&origin, get(&origin)).await.unwrap();
+            assert_eq!(parts.status.as_u16(), 200, "round {round}");
+            closes.recv().await.unwrap();
+        }
+    }
 }

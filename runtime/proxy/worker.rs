@@ -8,7 +8,7 @@
 //! wake-up also writes the runtime's eventfd.
 
 use super::host::{Effect, Headers, Message, PendingCall};
-use super::pool::Pool;
+use super::pool::{self, Pool};
 use super::uploads::{self, UploadKey, Uploads};
 use super::vm::Vm;
 use super::{HOP_BY_HOP, MAX_BODY_BYTES};
@@ -44,6 +44,7 @@ async fn serve(worker: Arc<Worker>, mut connections: mpsc::UnboundedReceiver<std
     // Dropping `stop` asks every connection to finish its request in flight and close.
     let (stop, stopping) = watch::channel(());
     let mut open = JoinSet::new();
+    let mut sweep = tokio::time::interval(pool::IDLE_TIMEOUT / 2);
     loop {
         tokio::select! {
             accepted = connections.recv() => {
@@ -56,6 +57,7 @@ async fn serve(worker: Arc<Worker>, mut connections: mpsc::UnboundedReceiver<std
                 }
             }
             Some(_) = open.join_next(), if !open.is_empty() => {}
+            _ = sweep.tick() => worker.pool.sweep(),
         }
     }
     drop(stop);
