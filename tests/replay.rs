@@ -209,6 +209,35 @@ impl Drop for Proxy {
     }
 }
 
+/// The whole chain on loopback: the runtime, the real dependencies, the app, and both proxies
+/// (running while this is held).
+struct Chain {
+    runtime: Runtime,
+    received: Arc<Received>,
+    behaviour: Arc<Behaviour>,
+    ingress: Proxy,
+    egress: Proxy,
+}
+
+impl Chain {
+    async fn start() -> Self {
+        let runtime = Runtime::start(&[]).await;
+        let received = Arc::new(Received::default());
+        let behaviour = Arc::new(Behaviour::default());
+        let deps = dependencies(received.clone()).await;
+        let egress = Proxy::start("outbound", runtime.addr, None).await;
+        let app = app(deps, egress.addr, behaviour.clone()).await;
+        let ingress = Proxy::start("inbound", runtime.addr, Some(app)).await;
+        Self {
+            runtime,
+            received,
+            behaviour,
+            ingress,
+            egress,
+        }
+    }
+}
+
 /// Runs the CLI against the runtime.
 async fn softprobe(runtime: &Runtime, args: &[&str]) -> Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"));
@@ -290,12 +319,13 @@ fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn capture_then_replay_with_the_cli_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::start(&[]).await;
-    let received = Arc::new(Received::default());
-    let deps = dependencies(received.clone()).await;
-    let egress = Proxy::start("outbound", runtime.addr, None).await;
-    let app = app(deps, egress.addr, Arc::default()).await;
-    let ingress = Proxy::start("inbound", runtime.addr, Some(app)).await;
+    let Chain {
+        runtime,
+        received,
+        ingress,
+        egress: _egress,
+        ..
+    } = Chain::start().await;
 
     // Capture: one checkout, two price reads with different answers, one charge.
     let capture = start_session(&runtime, &["--mode", "capture"]).await;
@@ -482,13 +512,13 @@ async fn capture(
 #[tokio::test]
 async fn a_suite_of_captured_cases_gates_on_what_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::start(&[]).await;
-    let received = Arc::new(Received::default());
-    let behaviour = Arc::new(Behaviour::default());
-    let deps = dependencies(received.clone()).await;
-    let egress = Proxy::start("outbound", runtime.addr, None).await;
-    let app = app(deps, egress.addr, behaviour.clone()).await;
-    let ingress = Proxy::start("inbound", runtime.addr, Some(app)).await;
+    let Chain {
+        runtime,
+        received,
+        behaviour,
+        ingress,
+        egress: _egress,
+    } = Chain::start().await;
     std::fs::create_dir(dir.path().join("cases")).unwrap();
     let cases = dir.path().join("cases");
     capture(
@@ -726,12 +756,13 @@ cases:
 #[tokio::test]
 async fn suite_hooks_transform_mock_and_assert() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::start(&[]).await;
-    let received = Arc::new(Received::default());
-    let deps = dependencies(received.clone()).await;
-    let egress = Proxy::start("outbound", runtime.addr, None).await;
-    let app = app(deps, egress.addr, Arc::default()).await;
-    let ingress = Proxy::start("inbound", runtime.addr, Some(app)).await;
+    let Chain {
+        runtime,
+        received,
+        ingress,
+        egress: _egress,
+        ..
+    } = Chain::start().await;
     std::fs::create_dir(dir.path().join("cases")).unwrap();
     let case = dir.path().join("cases/checkout.case.json");
     capture(&runtime, ingress.addr, "/checkout", 4, &case).await;
