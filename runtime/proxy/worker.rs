@@ -236,16 +236,21 @@ impl Worker {
         let Some((headers, body)) = self.vm().take_request(context) else {
             return text(StatusCode::BAD_GATEWAY, "the stream vanished\n".into());
         };
-        let (request, origin, url) = match outgoing(base, &headers, body.into()) {
+        let (request, origin) = match outgoing(base, &headers, body.into()) {
             Ok(request) => request,
             Err(err) => return text(StatusCode::BAD_GATEWAY, format!("bad request: {err}\n")),
         };
+        // The URL is only spelled out for an error.
+        let path = request.uri().clone();
         let (status, response_headers, body) = match self.exchange(&origin, request).await {
             Ok(answer) => answer,
             Err(err) => {
                 return text(
                     StatusCode::BAD_GATEWAY,
-                    format!("upstream {url}: {}\n", crate::commands::error_chain(&*err)),
+                    format!(
+                        "upstream http://{origin}{path}: {}\n",
+                        crate::commands::error_chain(&*err)
+                    ),
                 );
             }
         };
@@ -344,22 +349,24 @@ impl Worker {
 
     /// One filter HTTP call over the pools, within its timeout; `None` when it failed.
     async fn send(&self, call: &PendingCall) -> Option<Message> {
-        let (request, origin, url) = match outgoing(&call.base, &call.headers, call.body.clone()) {
+        let (request, origin) = match outgoing(&call.base, &call.headers, call.body.clone()) {
             Ok(request) => request,
             Err(err) => {
                 tracing::debug!(%err, "Filter HTTP call is not a valid request.");
                 return None;
             }
         };
+        let path = request.uri().clone();
+        let url = || format!("http://{origin}{path}");
         match tokio::time::timeout(call.timeout, self.exchange(&origin, request)).await {
             Ok(Ok((_, headers, body))) => Some((headers, body)),
             Ok(Err(err)) => {
                 let err = crate::commands::error_chain(&*err);
-                tracing::debug!(%url, %err, "Filter HTTP call failed.");
+                tracing::debug!(url = url(), %err, "Filter HTTP call failed.");
                 None
             }
             Err(_) => {
-                tracing::debug!(%url, timeout = ?call.timeout, "Filter HTTP call timed out.");
+                tracing::debug!(url = url(), timeout = ?call.timeout, "Filter HTTP call timed out.");
                 None
             }
         }
@@ -436,12 +443,12 @@ fn request_pairs(parts: &Parts, authority: String) -> Headers {
 
 /// An HTTP request from proxy-wasm pseudo-headers and headers: method, `base`'s path +
 /// `:path`, `:authority` as `host`, the rest minus hop-by-hop headers. Returns it with the
-/// origin (`host:port`) it goes to and its URL.
+/// origin (`host:port`) it goes to.
 fn outgoing(
     base: &str,
     headers: &[(String, String)],
     body: Bytes,
-) -> Result<(Request<Body>, String, String), BoxError> {
+) -> Result<(Request<Body>, String), BoxError> {
     let header = |name: &str| {
         headers
             .iter()
@@ -453,7 +460,6 @@ fn outgoing(
         .unwrap_or(Method::GET);
     let (origin, prefix) = origin(base)?;
     let path = format!("{prefix}{}", header(":path").unwrap_or("/"));
-    let url = format!("http://{origin}{path}");
     let mut request = Request::builder().method(method).uri(path);
     if let Some(authority) = header(":authority") {
         request = request.header(http::header::HOST, authority);
@@ -463,7 +469,7 @@ fn outgoing(
             request = request.header(name.as_str(), value.as_str());
         }
     }
-    Ok((request.body(Full::new(body))?, origin, url))
+    Ok((request.body(Full::new(body))?, origin))
 }
 
 /// `http://host[:port][/prefix]` as the origin to connect to (`host:port`, port 80 when none
