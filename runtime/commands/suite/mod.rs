@@ -6,6 +6,7 @@ mod document;
 mod execute;
 mod hooks;
 mod output;
+mod recorded;
 
 use super::client::connect;
 use super::{CliError, Report, exit};
