@@ -24,8 +24,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower_http::trace::TraceLayer;
+use tracing::level_filters::LevelFilter;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -211,8 +212,8 @@ pub fn http_service(state: AppState) -> HttpService {
     )
 }
 
-/// The HTTP stack every request on `--listen` passes through, outermost first, over any
-/// request body: hyper's on the listener, without boxing the service, its future or the body
+/// The HTTP stack every request on `--listen` passes through, outermost first (tracing wraps
+/// it at debug level: [`when_debug_traced`]), over any request body: hyper's on the listener, without boxing the service, its future or the body
 /// more than once; axum's in tests.
 fn http_stack<B>(
     state: AppState,
@@ -231,9 +232,7 @@ where
     B: http_body::Body<Data = bytes::Bytes, Error: Into<BoxError>> + Unpin + Send + 'static,
 {
     let token = state.settings.api_token.clone();
-    ServiceBuilder::new()
-        // tracing: a debug-level span per request (method, URI, status, latency)
-        .layer(TraceLayer::new_for_http())
+    let stack = ServiceBuilder::new()
         // auth: the bearer token on every `/v1/` route, the OTLP ones included, checked before
         // routing so an unauthenticated client learns nothing about routes or sessions
         .option_layer(auth::layer::<auth::Http>(token.as_ref()))
@@ -245,7 +244,25 @@ where
         .service(Routes {
             router: api::router(state.clone(), otlp::http_routes()),
             state,
-        })
+        });
+    when_debug_traced(stack, |stack| {
+        ServiceBuilder::new()
+            .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+            .layer(TraceLayer::new_for_http())
+            .service(stack)
+    })
+}
+
+/// The outermost layer of both stacks: tracing, a debug-level span per request (method, URI,
+/// status, latency), only when the log level lets debug through. With its output filtered
+/// away the layer still cost about 5 % of an inject hit's server CPU (paired bench runs), and
+/// the runtime sets its log level once, at start.
+fn when_debug_traced<S, T>(stack: S, traced: impl FnOnce(S) -> T) -> Either<T, S> {
+    if LevelFilter::current() >= LevelFilter::DEBUG {
+        Either::Left(traced(stack))
+    } else {
+        Either::Right(stack)
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -318,15 +335,19 @@ fn grpc_service(
         Ok(reflection) => routes = routes.add_service(reflection),
         Err(err) => tracing::error!(%err, "gRPC reflection unavailable."),
     }
-    ServiceBuilder::new()
-        // tracing: a debug-level span per call, with its gRPC status
-        .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
-        .layer(TraceLayer::new_for_grpc())
+    let stack = ServiceBuilder::new()
         // auth: the same bearer token as HTTP, as gRPC statuses; reflection stays open
         .option_layer(auth::layer::<auth::Grpc>(token.as_ref()))
         // memory: request body bytes held against the in-flight budget until the answer
         .layer(InflightBytesLayer::new(inflight))
-        .service(routes.prepare())
+        .service(routes.prepare());
+    // tracing, at debug: a span per call, with its gRPC status
+    when_debug_traced(stack, |stack| {
+        ServiceBuilder::new()
+            .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
+            .layer(TraceLayer::new_for_grpc())
+            .service(stack)
+    })
 }
 
 /// Checks for idle sessions a few times per timeout period (at most every 30 s).

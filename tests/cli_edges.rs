@@ -635,3 +635,51 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let _ = child.wait();
     assert!(!seen.contains(&0x1b), "{}", String::from_utf8_lossy(&seen));
 }
+
+#[test]
+fn requests_are_traced_at_debug_level() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .env("SOFTPROBE_LOG_LEVEL", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    // The first log line containing `what`, within 10 s.
+    let next = |what: &str| loop {
+        let line = log.recv_timeout(std::time::Duration::from_secs(10)).ok()?;
+        if line.contains(what) {
+            return Some(line);
+        }
+    };
+    let traced = next("Runtime listening").and_then(|listening| {
+        let addr = listening
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("http="))?
+            .to_owned();
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .ok()?;
+        next("finished processing request")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let traced = traced.expect("a debug line for the request");
+    assert!(traced.contains("uri=/health"), "{traced}");
+}
