@@ -216,11 +216,13 @@ impl Report {
             let _ = writeln!(out, "| {what} | {value:.2}{unit} | {goal} | {result} |");
         };
         let get = |row: Row| self.median(&row);
-        for (name, ceiling) in [
-            (INJECT_HIT, CEILING_HTTP),
-            (INJECT_MISS, CEILING_HTTP),
-            (INJECT_JSON, CEILING_HTTP),
-            (INJECT_GRPC, CEILING_GRPC),
+        // JSON inject is for SDKs and hand-written tests; the proxy sends protobuf, so half the
+        // ceiling is plenty there.
+        for (name, ceiling, least) in [
+            (INJECT_HIT, CEILING_HTTP, 0.7),
+            (INJECT_MISS, CEILING_HTTP, 0.7),
+            (INJECT_JSON, CEILING_HTTP, 0.5),
+            (INJECT_GRPC, CEILING_GRPC, 0.7),
         ] {
             if let (Some(ours), Some(top)) = (get(Row::max(name)), get(Row::max(ceiling))) {
                 let ratio = ours.per_second / top.per_second;
@@ -228,8 +230,8 @@ impl Report {
                     format!("max QPS: {name} / {ceiling}"),
                     ratio,
                     "",
-                    "≥ 0.7",
-                    Some(ratio >= 0.7),
+                    &format!("≥ {least}"),
+                    Some(ratio >= least),
                 );
                 goal(
                     format!("server CPU per request: {name} / {ceiling}"),
