@@ -604,9 +604,9 @@ async fn validate_names_the_line_of_the_file_as_written() {
     }
 }
 
-#[test]
-fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
+/// `softprobe serve` on ephemeral ports, logging at debug to a pipe.
+fn debug_runtime() -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
         .args([
             "serve",
             "--listen",
@@ -614,10 +614,16 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
             "--grpc-listen",
             "127.0.0.1:0",
         ])
+        .env_remove("RUST_LOG")
         .env("SOFTPROBE_LOG_LEVEL", "debug")
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut child = debug_runtime();
     let mut stderr = child.stderr.take().unwrap();
     // The first log line is enough; then stop the runtime.
     let mut seen = Vec::new();
@@ -638,19 +644,7 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
 
 #[test]
 fn requests_are_traced_at_debug_level() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-        ])
-        .env_remove("RUST_LOG")
-        .env("SOFTPROBE_LOG_LEVEL", "debug")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = debug_runtime();
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let (lines, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
