@@ -213,8 +213,8 @@ pub fn http_service(state: AppState) -> HttpService {
 }
 
 /// The HTTP stack every request on `--listen` passes through, outermost first (tracing wraps
-/// it at debug level: [`when_debug_traced`]), over any request body: hyper's on the listener, without boxing the service, its future or the body
-/// more than once; axum's in tests.
+/// it at debug level: [`when_debug_traced`]), over any request body: hyper's on the listener,
+/// without boxing the service, its future or the body more than once; axum's in tests.
 fn http_stack<B>(
     state: AppState,
 ) -> impl tower::Service<
