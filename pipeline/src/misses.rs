@@ -15,8 +15,10 @@ pub const MAX_MISSES: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Miss {
-    /// When, RFC 3339 with milliseconds.
-    pub at: String,
+    /// When; listed as RFC 3339 with milliseconds. Formatted only when listed: a miss is on
+    /// the inject path, a listing is not.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub at: SystemTime,
     /// `inbound`, `outbound`, or absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<&'static str>,
@@ -37,7 +39,7 @@ impl Miss {
     /// A miss of `hop`, now.
     pub fn of(hop: &Hop<'_>, decision: &'static str, closest: Option<Closest>) -> Self {
         Self {
-            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            at: SystemTime::now(),
             direction: hop.direction.map(|d| d.as_str()),
             method: hop.method.to_string(),
             host: hop.host.to_owned(),
@@ -49,6 +51,10 @@ impl Miss {
             closest,
         }
     }
+}
+
+fn rfc3339_millis<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*at))
 }
 
 /// A session's recent misses.
@@ -155,5 +161,32 @@ mod tests {
         assert_eq!(taken, ["/a", "/b"]);
         assert!(misses.take_unshared().is_empty());
         assert_eq!(misses.snapshot().0.len(), 2);
+    }
+
+    #[test]
+    fn lists_its_time_as_rfc3339_with_milliseconds() {
+        let hop = Hop {
+            direction: Some(crate::rules::Direction::Outbound),
+            service: "",
+            host: "h",
+            method: Cow::Borrowed("GET"),
+            path: "/p",
+            query: "q=1",
+            attributes: Attributes::Wire(Vec::new()),
+        };
+        let mut miss = Miss::of(&hop, "forward", None);
+        miss.at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_764_620_000_123);
+        let listed = serde_json::to_value(&miss).unwrap();
+        assert_eq!(
+            listed,
+            serde_json::json!({
+                "at": "2025-12-01T20:13:20.123Z",
+                "direction": "outbound",
+                "method": "GET",
+                "host": "h",
+                "path": "/p?q=1",
+                "decision": "forward",
+            })
+        );
     }
 }

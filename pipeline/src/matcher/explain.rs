@@ -78,19 +78,18 @@ impl Closest {
 /// more of the hop and got it, then rules before exchanges, then precedence or recorded
 /// order. Replay rules are represented by the recorded exchanges they would answer with.
 /// `min_priority` is the priority a rule needed to beat the policy.
+///
+/// Candidates are scored without building their mismatches; only the winner is explained,
+/// so a miss among many similar rules allocates once, not once per candidate.
 pub fn closest(
     index: &RuleIndex,
     exchanges: Option<&Exchanges>,
     hop: &Hop<'_>,
     min_priority: i64,
 ) -> Option<Closest> {
-    let mut best: Option<(Closest, (usize, usize))> = None;
-    let mut consider = |candidate: Closest, checked: usize| {
-        let mismatches = candidate.mismatches();
-        let weight: usize = mismatches.iter().map(|m| weight(&m.field)).sum();
-        let matched = checked - mismatches.len();
-        // Lower weight first, then more predicates that held.
-        let score = (weight, usize::MAX - matched);
+    let mut best: Option<(Candidate<'_>, Score)> = None;
+    let mut consider = |candidate, checks: Checks| {
+        let score = checks.score();
         if best.as_ref().is_none_or(|(_, best)| score < *best) {
             best = Some((candidate, score));
         }
@@ -106,27 +105,46 @@ pub fn closest(
             break;
         }
         seen.push(pointer);
-        let (mismatches, checked) = rule_mismatches(rule, exchanges, hop, min_priority);
-        let name = rule.label.clone();
-        consider(Closest::Rule { name, mismatches }, checked);
+        let mut checks = Checks::scoring();
+        check_rule(&mut checks, rule, exchanges, hop, min_priority);
+        consider(Candidate::Rule(rule), checks);
     }
     if let Some(exchanges) = exchanges {
         let on_path = exchanges.on_path(hop.path);
         let on_host = exchanges.iter().filter(|e| same_host(&e.host, hop.host));
         for exchange in on_path.chain(on_host).take(MAX_CANDIDATES) {
-            let (mismatches, checked) = exchange_mismatches(exchange, hop);
-            let span_id = exchange.span_id.clone();
-            consider(
-                Closest::Case {
-                    span_id,
-                    mismatches,
-                },
-                checked,
-            );
+            let mut checks = Checks::scoring();
+            check_exchange(&mut checks, exchange, hop);
+            consider(Candidate::Exchange(exchange), checks);
         }
     }
-    best.map(|(closest, _)| closest)
+    let (winner, _) = best?;
+    let mut checks = Checks::explaining();
+    Some(match winner {
+        Candidate::Rule(rule) => {
+            check_rule(&mut checks, rule, exchanges, hop, min_priority);
+            Closest::Rule {
+                name: rule.label.clone(),
+                mismatches: checks.mismatches,
+            }
+        }
+        Candidate::Exchange(exchange) => {
+            check_exchange(&mut checks, exchange, hop);
+            Closest::Case {
+                span_id: exchange.span_id.clone(),
+                mismatches: checks.mismatches,
+            }
+        }
+    })
 }
+
+enum Candidate<'a> {
+    Rule(&'a CompiledRule),
+    Exchange(&'a Exchange),
+}
+
+/// Lower is closer: the mismatches' total weight, then fewer predicates that held.
+type Score = (usize, usize);
 
 /// How far a mismatch of `field` puts a candidate from the hop.
 fn weight(field: &str) -> usize {
@@ -138,23 +156,48 @@ fn weight(field: &str) -> usize {
     }
 }
 
-/// Mismatches as they are found, and how many predicates were checked.
-#[derive(Default)]
+/// The predicates of one candidate as they are checked: always scored, and explained (each
+/// failure kept as a [`Mismatch`]) only for the winner.
 struct Checks {
+    explain: bool,
     mismatches: Vec<Mismatch>,
     checked: usize,
+    failed: usize,
+    weight: usize,
 }
 
 impl Checks {
-    fn check(&mut self, holds: bool, field: &str, expected: &str, actual: &str) {
-        self.checked += 1;
-        if !holds {
-            self.mismatches.push(mismatch(field, expected, actual));
+    fn scoring() -> Self {
+        Self {
+            explain: false,
+            mismatches: Vec::new(),
+            checked: 0,
+            failed: 0,
+            weight: 0,
         }
     }
 
-    fn done(self) -> (Vec<Mismatch>, usize) {
-        (self.mismatches, self.checked)
+    fn explaining() -> Self {
+        Self {
+            explain: true,
+            ..Self::scoring()
+        }
+    }
+
+    fn check(&mut self, holds: bool, field: &str, expected: &str, actual: &str) {
+        self.checked += 1;
+        if !holds {
+            self.failed += 1;
+            self.weight += weight(field);
+            if self.explain {
+                self.mismatches.push(mismatch(field, expected, actual));
+            }
+        }
+    }
+
+    fn score(&self) -> Score {
+        let matched = self.checked - self.failed;
+        (self.weight, usize::MAX - matched)
     }
 }
 
@@ -182,14 +225,14 @@ fn direction(direction: Option<Direction>) -> &'static str {
     direction.map_or("(none)", Direction::as_str)
 }
 
-fn rule_mismatches(
+fn check_rule(
+    c: &mut Checks,
     rule: &CompiledRule,
     exchanges: Option<&Exchanges>,
     hop: &Hop<'_>,
     min_priority: i64,
-) -> (Vec<Mismatch>, usize) {
+) {
     let w = &rule.when;
-    let mut c = Checks::default();
     if let Some(d) = w.direction {
         c.check(
             hop.direction == Some(d),
@@ -290,11 +333,9 @@ fn rule_mismatches(
             &actual,
         );
     }
-    c.done()
 }
 
-fn exchange_mismatches(exchange: &Exchange, hop: &Hop<'_>) -> (Vec<Mismatch>, usize) {
-    let mut c = Checks::default();
+fn check_exchange(c: &mut Checks, exchange: &Exchange, hop: &Hop<'_>) {
     let recorded = direction(exchange.direction);
     c.check(
         exchange.direction == hop.direction,
@@ -321,5 +362,4 @@ fn exchange_mismatches(exchange: &Exchange, hop: &Hop<'_>) -> (Vec<Mismatch>, us
     let holds = bodies_equal(exchange.request_body.as_deref(), body.as_deref());
     let recorded = exchange.request_body.as_deref().unwrap_or("");
     c.check(holds, "body", recorded, body.as_deref().unwrap_or(""));
-    c.done()
 }
