@@ -9,9 +9,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -149,15 +149,18 @@ async fn serve_connection<S, B>(
     tokio::pin!(connection);
     let check = (limits.idle_timeout / 4).max(Duration::from_millis(10));
     let mut closing = false;
+    let mut idle = Duration::ZERO;
     loop {
         tokio::select! {
+            // The connection first: it is the branch woken on every request.
+            biased;
             _ = connection.as_mut() => return,
             _ = stop.wait_for(|stop| *stop), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
             () = tokio::time::sleep(check) => {
-                let idle = activity.idle_for();
+                idle = if activity.moved_since_last_look() { Duration::ZERO } else { idle + check };
                 if idle >= limits.idle_timeout * 2 {
                     return; // dropping the connection closes the socket
                 }
@@ -192,26 +195,24 @@ impl Drop for Open {
     }
 }
 
-/// When a connection last moved a byte, in milliseconds since it was accepted.
-#[derive(Debug)]
+/// Whether a connection moved a byte since the idle watch last looked. A flag, not a
+/// timestamp: reads and writes only set it, so they never read the clock.
+#[derive(Debug, Default)]
 struct Activity {
-    accepted: Instant,
-    last_ms: AtomicU64,
+    moved: AtomicBool,
 }
 
 impl Activity {
     fn touch(&self) {
-        let now = self.accepted.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.accepted.elapsed().saturating_sub(last)
+    fn moved_since_last_look(&self) -> bool {
+        self.moved.swap(false, Ordering::Relaxed)
     }
 }
 
-/// A TCP stream that records when it last read or wrote.
+/// A TCP stream that marks when it reads or writes.
 struct Metered {
     stream: TcpStream,
     activity: Arc<Activity>,
@@ -221,10 +222,7 @@ impl Metered {
     fn new(stream: TcpStream) -> Self {
         Self {
             stream,
-            activity: Arc::new(Activity {
-                accepted: Instant::now(),
-                last_ms: AtomicU64::new(0),
-            }),
+            activity: Arc::default(),
         }
     }
 }

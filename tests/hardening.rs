@@ -315,6 +315,27 @@ async fn connections_are_limited_and_silent_ones_are_closed() {
     runtime.stop().await;
 }
 
+#[tokio::test]
+async fn a_trickling_body_keeps_its_connection_and_a_stalled_one_is_dropped() {
+    let runtime = Runtime::start(&["--idle-connection-timeout", "300ms"]).await;
+    let mut stream = tokio::net::TcpStream::connect(runtime.addr).await.unwrap();
+    stream
+        .write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    // One byte every 100 ms for four idle timeouts: each one counts as activity.
+    for _ in 0..12 {
+        stream.write_all(b" ").await.unwrap();
+        assert!(
+            !closed_by_server(&mut stream, Duration::from_millis(100)).await,
+            "a connection that moves bytes is not idle"
+        );
+    }
+    // Silent mid-body: asked to close at 300 ms, dropped at twice that.
+    assert!(closed_by_server(&mut stream, Duration::from_secs(3)).await);
+    runtime.stop().await;
+}
+
 /// Runs `softprobe serve` as a process of its own, so SIGTERM is real.
 struct Process {
     child: std::process::Child,
