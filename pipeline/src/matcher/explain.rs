@@ -95,10 +95,17 @@ pub fn closest(
         }
     };
     let has_exchanges = exchanges.is_some_and(|e| !e.is_empty());
+    let [on_host, on_path, anywhere] = index.nearby(hop);
     let mut seen: Vec<*const CompiledRule> = Vec::new();
-    for rule in index.nearby(hop) {
+    // The first group never repeats a rule; the others may (a rule with a host and a path, or
+    // a hop without a host or path), so only they are checked against the rules seen.
+    let rules = on_host.iter().map(|rule| (rule, false));
+    let rules = rules.chain(on_path.iter().chain(anywhere).map(|rule| (rule, true)));
+    for (rule, maybe_seen) in rules {
         let pointer: *const CompiledRule = &**rule;
-        if seen.contains(&pointer) || (has_exchanges && matches!(rule.then, Action::Replay(_))) {
+        if (maybe_seen && seen.contains(&pointer))
+            || (has_exchanges && matches!(rule.then, Action::Replay(_)))
+        {
             continue;
         }
         if seen.len() == MAX_CANDIDATES {

@@ -128,19 +128,12 @@ impl RuleIndex {
         self.len == 0
     }
 
-    /// The rules that share the hop's host or path, then those that name neither, best-first
-    /// within each group (duplicates possible).
-    pub(super) fn nearby<'s>(
-        &'s self,
-        hop: &Hop<'_>,
-    ) -> impl Iterator<Item = &'s Arc<CompiledRule>> {
+    /// The rules that share the hop's host, those that share its path, and those that name
+    /// neither: three groups, best-first within each. A rule with a host and a path is in the
+    /// first two groups.
+    pub(super) fn nearby<'s>(&'s self, hop: &Hop<'_>) -> [&'s [Arc<CompiledRule>]; 3] {
         let host = host_without_port(hop.host).to_ascii_lowercase();
-        [host.as_str(), hop.path, ""]
-            .into_iter()
-            .filter_map(|key| self.nearby.get(key))
-            .flatten()
-            .collect::<Vec<_>>()
-            .into_iter()
+        [host.as_str(), hop.path, ""].map(|key| self.nearby.get(key).map_or(&[][..], Vec::as_slice))
     }
 
     /// A hop's facts, ready to be read by the rules of this index.
