@@ -1,9 +1,8 @@
 //! The `softprobe` binary: parses arguments, installs logging, runs the command.
 
 use clap::Parser as _;
-use softprobe::cli::ProxyArgs;
-use softprobe::cli::{Cli, Command, log_filter};
-use softprobe::proxy::{ProxyConfig, ProxyServer};
+use softprobe::cli::{Cli, Command, ProxyArgs, ServeArgs, log_filter};
+use softprobe::proxy::{InProcessRuntime, ProxyConfig, ProxyServer};
 use softprobe::serve::{Server, shutdown_signal};
 
 // Every inject and export allocates dozens of small, short-lived objects (decoded attributes,
@@ -25,7 +24,35 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         upstream: args.upstream.clone(),
         clusters: args.clusters.iter().cloned().collect(),
         workers: args.workers,
+        runtime: None,
     })
+}
+
+/// `softprobe proxy`; with `--serve-runtime`, the runtime too, stopped after the proxy so the
+/// proxy's last trace uploads land before the runtime writes its open captures.
+async fn proxy(args: &ProxyArgs) -> anyhow::Result<()> {
+    let mut config = proxy_config(args)?;
+    if !args.serve_runtime {
+        return Ok(ProxyServer::bind(config)
+            .await?
+            .run(shutdown_signal())
+            .await?);
+    }
+    let serve = ServeArgs::from_env()?;
+    let runtime = Server::bind(&serve).await?;
+    config.runtime = Some(InProcessRuntime::new(
+        runtime.http_addr(),
+        runtime.http_service(),
+    ));
+    let proxy = ProxyServer::bind(config).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::spawn(runtime.run(async {
+        let _ = stopped.await;
+    }));
+    let proxied = proxy.run(shutdown_signal()).await;
+    let _ = stop.send(());
+    runtime.await??;
+    Ok(proxied?)
 }
 
 #[tokio::main]
@@ -49,11 +76,7 @@ async fn main() -> anyhow::Result<()> {
             server.run(shutdown_signal()).await?;
             return Ok(());
         }
-        Command::Proxy(args) => {
-            let server = ProxyServer::bind(proxy_config(args)?).await?;
-            server.run(shutdown_signal()).await?;
-            return Ok(());
-        }
+        Command::Proxy(args) => return proxy(args).await,
         _ => {}
     }
     let code = softprobe::commands::run(cli).await;

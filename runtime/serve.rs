@@ -120,6 +120,12 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// The HTTP stack of this runtime as a service, for callers in the same process
+    /// (`softprobe proxy --serve-runtime`): the same layers and routes as the listener.
+    pub fn http_service(&self) -> HttpService {
+        http_service(self.state.clone())
+    }
+
     /// The bound gRPC address.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc

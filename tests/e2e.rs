@@ -17,13 +17,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::routing::any;
 use serde_json::{Value, json};
-use softprobe::proxy::{ProxyConfig, ProxyServer};
+use softprobe::proxy::{InProcessRuntime, ProxyConfig, ProxyServer};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Runtime, filter_wasm};
+use support::{Runtime, filter_wasm, free_port};
 
 /// Everything the dependency received: (method, path, headers).
 type Seen = Arc<Mutex<Vec<(String, String, HeaderMap)>>>;
@@ -164,6 +164,16 @@ async fn bind_proxy(
     upstream: Option<String>,
     workers: Option<NonZeroUsize>,
 ) -> ProxyServer {
+    bind_proxy_with(direction, runtime, upstream, workers, None).await
+}
+
+async fn bind_proxy_with(
+    direction: &str,
+    runtime: SocketAddr,
+    upstream: Option<String>,
+    workers: Option<NonZeroUsize>,
+    in_process: Option<InProcessRuntime>,
+) -> ProxyServer {
     let configuration = json!({
         "traffic_direction": direction,
         "sp_backend_url": format!("http://{runtime}"),
@@ -178,6 +188,7 @@ async fn bind_proxy(
         upstream,
         clusters: Default::default(),
         workers,
+        runtime: in_process,
     })
     .await
     .unwrap()
@@ -413,6 +424,149 @@ async fn capture_replay_strict_and_fail_open_through_both_proxies() {
     world.runtime.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_in_the_proxys_process_answers_the_filter_without_a_socket() {
+    let runtime = Runtime::start(&[]).await;
+    // Nothing listens here: only the runtime in the process can answer the filter's calls.
+    let unbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let in_process = InProcessRuntime::new(unbound, runtime.service.clone());
+    let seen = Seen::default();
+    let app = dependency(seen.clone()).await;
+    let server = bind_proxy_with(
+        "inbound",
+        unbound,
+        Some(format!("http://{app}")),
+        None,
+        Some(in_process),
+    )
+    .await;
+    let ingress = server.local_addr();
+    tokio::spawn(async move { server.run(std::future::pending()).await.unwrap() });
+    let world = World {
+        runtime,
+        client: reqwest::Client::new(),
+        ingress,
+        seen,
+    };
+
+    let rules = json!([{
+        "when": {"direction": "inbound", "path": "/checkout"},
+        "then": {"action": "mock", "response": {"status": 202, "body": "mocked"}},
+    }]);
+    let replay = world.session("replay", Some(rules), None).await;
+    assert_eq!(
+        world.checkout(Method::GET, Some(&replay), "").await,
+        (202, "mocked".to_owned())
+    );
+    assert_eq!(
+        world.upstream_hits(),
+        0,
+        "a mocked hop never reaches the app"
+    );
+
+    let capture = world.session("capture", None, None).await;
+    assert_eq!(
+        world.checkout(Method::POST, Some(&capture), "{}").await.0,
+        200
+    );
+    assert_eq!(world.upstream_hits(), 1);
+    let mut extracted = 0;
+    for _ in 0..100 {
+        extracted = world.stats(&capture).await["extractedSpans"]
+            .as_u64()
+            .unwrap();
+        if extracted == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(extracted, 1, "the capture hop's upload went in-process");
+}
+
+/// `softprobe proxy --serve-runtime`: one process, the runtime set up from the environment. On
+/// SIGTERM the proxy finishes first, so its last trace upload lands before the runtime writes
+/// the open capture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_serves_the_proxy_and_the_runtime_and_stops_in_order() {
+    let captures = tempfile::tempdir().unwrap();
+    let app = dependency(Seen::default()).await;
+    let runtime = format!("127.0.0.1:{}", free_port());
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let config = json!({
+        "traffic_direction": "inbound",
+        "sp_backend_url": format!("http://{runtime}"),
+        "service_name": "orders",
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
+        .args(["proxy", "--serve-runtime", "--listen", &proxy])
+        .args(["--upstream", &format!("http://{app}")])
+        .args(["--config", &config.to_string()])
+        .arg("--filter")
+        .arg(filter_wasm())
+        .env("SOFTPROBE_LISTEN_ADDR", &runtime)
+        .env(
+            "SOFTPROBE_GRPC_LISTEN_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("SOFTPROBE_CAPTURE_DIR", captures.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut created = None;
+    for _ in 0..100 {
+        let answer = client
+            .post(format!("http://{runtime}/v1/sessions"))
+            .body(r#"{"mode":"capture"}"#)
+            .send()
+            .await;
+        if let Ok(answer) = answer {
+            created = Some(answer.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = created.expect("the runtime listens")["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hop = client
+        .get(format!("http://{proxy}/checkout"))
+        .header("x-softprobe-session-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hop.status(), 200);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || child.wait());
+    let exited = tokio::time::timeout(Duration::from_secs(20), exited)
+        .await
+        .expect("the process stops within its shutdown deadline")
+        .unwrap()
+        .unwrap();
+    assert!(exited.success());
+    let case = std::fs::read(captures.path().join(format!("{id}.case.json"))).unwrap();
+    let case: Value = serde_json::from_slice(&case).unwrap();
+    let paths: Vec<&str> = case["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|trace| {
+            trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+        })
+        .flat_map(|span| span["attributes"].as_array().unwrap())
+        .filter(|a| a["key"] == "url.path")
+        .filter_map(|a| a["value"]["stringValue"].as_str())
+        .collect();
+    assert_eq!(paths, ["/checkout"], "{case}");
+}
+
 #[tokio::test]
 async fn the_proxy_refuses_a_missing_wasm_an_invalid_module_and_a_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
@@ -424,6 +578,7 @@ async fn the_proxy_refuses_a_missing_wasm_an_invalid_module_and_a_bad_configurat
             upstream: None,
             clusters: Default::default(),
             workers: None,
+            runtime: None,
         })
     };
     let good = r#"{"traffic_direction":"outbound","sp_backend_url":"http://127.0.0.1:9"}"#;

@@ -7,6 +7,7 @@ pub(crate) struct Clients {
     pub(crate) runtime: Arc<HttpPool>,
     pub(crate) ceiling: Arc<HttpPool>,
     pub(crate) proxy: Option<Arc<HttpPool>>,
+    pub(crate) proxy_in_process: Option<Arc<HttpPool>>,
     /// The runtime on the Redis store, when the store part runs.
     pub(crate) store: Option<Arc<HttpPool>>,
     pub(crate) runtime_grpc: tonic::transport::Channel,
@@ -20,6 +21,9 @@ impl Clients {
             ceiling: Arc::new(HttpPool::new(servers.ceiling.http, args.connections)),
             proxy: servers
                 .proxy
+                .map(|addr| Arc::new(HttpPool::new(addr, args.connections))),
+            proxy_in_process: servers
+                .proxy_in_process
                 .map(|addr| Arc::new(HttpPool::new(addr, args.connections))),
             store: servers
                 .store
@@ -204,6 +208,8 @@ impl Clients {
         &self,
     ) -> anyhow::Result<(Vec<(&'static str, Arc<Call>)>, String)> {
         let proxy = self.proxy.as_ref().context("the proxy is not running")?;
+        let in_process = (self.proxy_in_process.as_ref())
+            .context("the proxy with the runtime in process is not running")?;
         let replay = self.session("replay").await?;
         let (status, body) = self
             .runtime
@@ -238,6 +244,10 @@ impl Clients {
                 ),
                 (report::PROXY_PASS, get(proxy, None, StatusCode::OK)?),
                 (report::PROXY_MOCK, get(proxy, Some(&replay), mocked)?),
+                (
+                    report::PROXY_MOCK_IN_PROCESS,
+                    get(in_process, Some(&replay), mocked)?,
+                ),
                 (
                     report::PROXY_CAPTURE,
                     get(proxy, Some(&capture), StatusCode::OK)?,

@@ -2,6 +2,7 @@
 //! proxy, and for the store part a `redis-server` child with a second runtime on it.
 
 use super::*;
+use softprobe::proxy::InProcessRuntime;
 
 /// The addresses of everything under test.
 pub(crate) struct Servers {
@@ -10,6 +11,9 @@ pub(crate) struct Servers {
     pub(crate) ceiling: baseline::Baselines,
     /// `softprobe proxy` in front of the runtime's `GET /health`, when the proxy part runs.
     pub(crate) proxy: Option<SocketAddr>,
+    /// The same, with the runtime in its process (`--serve-runtime`): its filter's calls go
+    /// into the runtime's stack without a socket.
+    pub(crate) proxy_in_process: Option<SocketAddr>,
     /// A second runtime on a Redis store, when the store part runs.
     pub(crate) store: Option<StoreServers>,
 }
@@ -26,13 +30,14 @@ pub(crate) async fn start_servers(
     args: &Args,
     capture_dir: &std::path::Path,
 ) -> anyhow::Result<Servers> {
-    let (runtime_http, runtime_grpc) = start_runtime(args, capture_dir, "memory").await?;
+    let (runtime_http, runtime_grpc, runtime_service) =
+        start_runtime(args, capture_dir, "memory").await?;
     let store = if !args.smoke && args.only.contains(&Part::Store) {
         let redis = RedisServer::start()?;
         let url = format!("redis://{}", redis.addr);
         let dir = capture_dir.join("redis");
         std::fs::create_dir_all(&dir).context("capture directory of the Redis runtime")?;
-        let (runtime_http, _) = start_runtime(args, &dir, &url).await?;
+        let (runtime_http, _, _) = start_runtime(args, &dir, &url).await?;
         Some(StoreServers {
             redis,
             runtime_http,
@@ -40,10 +45,14 @@ pub(crate) async fn start_servers(
     } else {
         None
     };
-    let proxy = if args.smoke || args.only.contains(&Part::Proxy) {
-        Some(start_proxy(args, runtime_http).await?)
+    let (proxy, proxy_in_process) = if args.smoke || args.only.contains(&Part::Proxy) {
+        let in_process = InProcessRuntime::new(runtime_http, runtime_service);
+        (
+            Some(start_proxy(args, runtime_http, None).await?),
+            Some(start_proxy(args, runtime_http, Some(in_process)).await?),
+        )
     } else {
-        None
+        (None, None)
     };
     let reply = hit_reply();
     Ok(Servers {
@@ -51,17 +60,18 @@ pub(crate) async fn start_servers(
         runtime_grpc,
         ceiling: baseline::start(reply).await?,
         proxy,
+        proxy_in_process,
         store,
     })
 }
 
 /// Starts a softprobe runtime on `store` (in-process, ephemeral ports, limits raised so no
-/// span or session is refused); answers its HTTP and gRPC addresses.
+/// span or session is refused); answers its HTTP and gRPC addresses and its HTTP stack.
 async fn start_runtime(
     args: &Args,
     capture_dir: &std::path::Path,
     store: &str,
-) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+) -> anyhow::Result<(SocketAddr, SocketAddr, softprobe::serve::HttpService)> {
     let capture_dir = capture_dir.to_str().context("UTF-8 capture directory")?;
     let max_sessions = (args.sessions + 1_000).to_string();
     let argv = [
@@ -101,13 +111,17 @@ async fn start_runtime(
     let server = softprobe::serve::Server::bind(&serve)
         .await
         .with_context(|| format!("runtime on --store {store}"))?;
-    let addrs = (server.http_addr(), server.grpc_addr());
+    let started = (
+        server.http_addr(),
+        server.grpc_addr(),
+        server.http_service(),
+    );
     tokio::spawn(async move {
         if let Err(err) = server.run(std::future::pending()).await {
             eprintln!("runtime stopped: {err}");
         }
     });
-    Ok(addrs)
+    Ok(started)
 }
 
 /// A `redis-server` child of the bench on a free loopback port, with neither snapshots nor an
@@ -244,8 +258,13 @@ impl Drop for RedisServer {
 }
 
 /// Starts `softprobe proxy` (ingress, the real filter) in front of the runtime, whose
-/// `GET /health` is the upstream, and whose inject and traces endpoints the filter calls.
-pub(crate) async fn start_proxy(args: &Args, runtime: SocketAddr) -> anyhow::Result<SocketAddr> {
+/// `GET /health` is the upstream, and whose inject and traces endpoints the filter calls (over
+/// loopback, or into `in_process`).
+pub(crate) async fn start_proxy(
+    args: &Args,
+    runtime: SocketAddr,
+    in_process: Option<InProcessRuntime>,
+) -> anyhow::Result<SocketAddr> {
     let configuration = serde_json::json!({
         "traffic_direction": "inbound",
         "sp_backend_url": format!("http://{runtime}"),
@@ -258,6 +277,7 @@ pub(crate) async fn start_proxy(args: &Args, runtime: SocketAddr) -> anyhow::Res
         upstream: Some(format!("http://{runtime}")),
         clusters: Default::default(),
         workers: args.proxy_workers,
+        runtime: in_process,
     })
     .await?;
     let addr = server.local_addr();

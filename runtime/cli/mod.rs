@@ -120,6 +120,12 @@ pub struct ProxyArgs {
     /// (default: half the CPUs, at least one).
     #[arg(long)]
     pub workers: Option<NonZeroUsize>,
+    /// Also run the runtime in this process, set up from the SOFTPROBE_* environment as
+    /// `softprobe serve` is (HTTP on 127.0.0.1:8080 unless SOFTPROBE_LISTEN_ADDR says
+    /// otherwise). The proxy's requests to that address are answered in the process, without
+    /// a socket; tests and SDKs reach it on its address as usual.
+    #[arg(long)]
+    pub serve_runtime: bool,
 }
 
 fn parse_cluster(text: &str) -> Result<(String, String), String> {

@@ -84,6 +84,19 @@ pub struct ServeArgs {
     pub store_case_ttl: Duration,
 }
 
+impl ServeArgs {
+    /// The settings from their environment variables alone, defaults for the rest: the
+    /// runtime `softprobe proxy --serve-runtime` runs, whose command line is the proxy's.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        <FromEnv as clap::Parser>::try_parse_from(["softprobe"]).map(|parsed| parsed.serve)
+    }
+}
+
 /// The tracing filter: `RUST_LOG` when set, else `SOFTPROBE_LOG_LEVEL` (`debug`, `info`,
 /// `warn`/`warning`, `error`; case-insensitive; anything else means `info`).
 pub fn log_filter(rust_log: Option<&str>, softprobe_level: Option<&str>) -> String {

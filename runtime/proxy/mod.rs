@@ -9,11 +9,13 @@
 mod abi;
 mod codes;
 mod host;
+mod in_process;
 mod pool;
 mod uploads;
 mod vm;
 mod worker;
 
+pub use in_process::InProcessRuntime;
 pub use vm::LoadError;
 
 use std::collections::HashMap;
@@ -62,12 +64,15 @@ pub struct ProxyConfig {
     pub clusters: HashMap<String, String>,
     /// Workers, each with its own filter instance; `None`: [`default_workers`].
     pub workers: Option<NonZeroUsize>,
+    /// A runtime in this process: requests to its address are answered without a socket.
+    pub runtime: Option<InProcessRuntime>,
 }
 
 /// Loaded filter instances behind a bound listener.
 pub struct ProxyServer {
     vms: Vec<Vm>,
     upstream: Option<String>,
+    runtime: Option<InProcessRuntime>,
     listener: tokio::net::TcpListener,
 }
 
@@ -95,6 +100,7 @@ impl ProxyServer {
         Ok(Self {
             vms,
             upstream,
+            runtime: config.runtime,
             listener,
         })
     }
@@ -127,10 +133,11 @@ impl ProxyServer {
                 .build()?;
             let (handoff, connections) = mpsc::unbounded_channel();
             let upstream = self.upstream.clone();
+            let in_process = self.runtime.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("proxy-worker-{index}"))
-                    .spawn(move || worker::run(runtime, vm, upstream, connections))?,
+                    .spawn(move || worker::run(runtime, vm, upstream, in_process, connections))?,
             );
             handoffs.push(handoff);
         }

@@ -8,6 +8,7 @@
 //! wake-up also writes the runtime's eventfd.
 
 use super::host::{Effect, Headers, Message, PendingCall};
+use super::in_process::InProcessRuntime;
 use super::pool::{self, Pool};
 use super::uploads::{self, UploadKey, Uploads};
 use super::vm::Vm;
@@ -35,9 +36,11 @@ pub(super) fn run(
     runtime: tokio::runtime::Runtime,
     vm: Vm,
     upstream: Option<String>,
+    in_process: Option<InProcessRuntime>,
     connections: mpsc::UnboundedReceiver<std::net::TcpStream>,
 ) {
-    runtime.block_on(serve(Arc::new(Worker::new(vm, upstream)), connections));
+    let worker = Worker::new(vm, upstream, in_process);
+    runtime.block_on(serve(Arc::new(worker), connections));
 }
 
 async fn serve(worker: Arc<Worker>, mut connections: mpsc::UnboundedReceiver<std::net::TcpStream>) {
@@ -97,6 +100,8 @@ struct Worker {
     uploads: Mutex<Uploads>,
     /// Keep-alive connections to the upstreams and to the filter's clusters.
     pool: Pool,
+    /// The runtime in this process, reached without the pool.
+    in_process: Option<InProcessRuntime>,
     /// Reverse-proxy target; `None` makes a forward proxy.
     upstream: Option<String>,
     calls_in_flight: AtomicUsize,
@@ -119,12 +124,13 @@ impl Drop for StreamGuard {
 }
 
 impl Worker {
-    fn new(vm: Vm, upstream: Option<String>) -> Self {
+    fn new(vm: Vm, upstream: Option<String>, in_process: Option<InProcessRuntime>) -> Self {
         Self {
             vm: Mutex::new(vm),
             waiters: Mutex::default(),
             uploads: Mutex::default(),
             pool: Pool::default(),
+            in_process,
             upstream,
             calls_in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -268,13 +274,17 @@ impl Worker {
         response
     }
 
-    /// One HTTP exchange over the pools: status, headers as proxy-wasm pairs, whole body.
+    /// One HTTP exchange, over the pools or into the runtime in this process: status, headers
+    /// as proxy-wasm pairs, whole body.
     async fn exchange(
         &self,
         origin: &str,
         request: Request<Body>,
     ) -> Result<(StatusCode, Headers, Vec<u8>), BoxError> {
-        let (parts, body) = self.pool.exchange(origin, request).await?;
+        let (parts, body) = match &self.in_process {
+            Some(runtime) if runtime.serves(origin) => runtime.exchange(request).await?,
+            _ => self.pool.exchange(origin, request).await?,
+        };
         let mut headers = Vec::with_capacity(parts.headers.len() + 1);
         headers.push((":status".to_owned(), parts.status.as_str().to_owned()));
         for (name, value) in &parts.headers {

@@ -196,6 +196,7 @@ async fn proxy(direction: &str, runtime: SocketAddr, upstream: Option<String>) -
         upstream,
         clusters: Default::default(),
         workers: Some(NonZeroUsize::MIN),
+        runtime: None,
     })
     .await
     .unwrap();

@@ -140,6 +140,8 @@ pub async fn test_store_url() -> Option<String> {
 pub struct Runtime {
     pub addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Its HTTP stack, for callers in the test's process.
+    pub service: softprobe::serve::HttpService,
     /// Default capture directory, so no test writes into the working tree.
     _captures: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -180,6 +182,7 @@ impl Runtime {
         let server = softprobe::serve::Server::bind(&args).await.expect("bind");
         let addr = server.http_addr();
         let grpc_addr = server.grpc_addr();
+        let service = server.http_service();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -192,6 +195,7 @@ impl Runtime {
         Self {
             addr,
             grpc_addr,
+            service,
             _captures: captures,
             stop: Some(stop),
             task: Some(task),
