@@ -8,8 +8,10 @@ use crate::replay::{Exchange, Exchanges, bodies_equal, same_host};
 use crate::rules::{Action, Direction, TagValue};
 use serde::Serialize;
 
-/// At most this many candidates of each kind are compared per miss.
-const MAX_CANDIDATES: usize = 64;
+/// At most this many candidates of each group are compared per miss, the first of each (rules
+/// best-first, exchanges in recorded order). The groups: rules sharing the hop's host, sharing
+/// its path, naming neither; recorded exchanges on its path, on its host.
+const MAX_PER_GROUP: usize = 16;
 
 /// Expected and actual values are cut to this many characters.
 const MAX_SHOWN: usize = 120;
@@ -99,27 +101,29 @@ pub fn closest(
     let mut seen: Vec<*const CompiledRule> = Vec::new();
     // The first group never repeats a rule; the others may (a rule with a host and a path, or
     // a hop without a host or path), so only they are checked against the rules seen.
-    let rules = on_host.iter().map(|rule| (rule, false));
-    let rules = rules.chain(on_path.iter().chain(anywhere).map(|rule| (rule, true)));
-    for (rule, maybe_seen) in rules {
-        let pointer: *const CompiledRule = &**rule;
-        if (maybe_seen && seen.contains(&pointer))
-            || (has_exchanges && matches!(rule.then, Action::Replay(_)))
-        {
-            continue;
+    for (group, may_repeat) in [(on_host, false), (on_path, true), (anywhere, true)] {
+        let mut compared = 0;
+        for rule in group {
+            if compared == MAX_PER_GROUP {
+                break;
+            }
+            let pointer: *const CompiledRule = &**rule;
+            if (may_repeat && seen.contains(&pointer))
+                || (has_exchanges && matches!(rule.then, Action::Replay(_)))
+            {
+                continue;
+            }
+            seen.push(pointer);
+            compared += 1;
+            let mut checks = Checks::scoring();
+            check_rule(&mut checks, rule, exchanges, hop, min_priority);
+            consider(Candidate::Rule(rule), checks);
         }
-        if seen.len() == MAX_CANDIDATES {
-            break;
-        }
-        seen.push(pointer);
-        let mut checks = Checks::scoring();
-        check_rule(&mut checks, rule, exchanges, hop, min_priority);
-        consider(Candidate::Rule(rule), checks);
     }
     if let Some(exchanges) = exchanges {
-        let on_path = exchanges.on_path(hop.path);
+        let on_path = exchanges.on_path(hop.path).take(MAX_PER_GROUP);
         let on_host = exchanges.iter().filter(|e| same_host(&e.host, hop.host));
-        for exchange in on_path.chain(on_host).take(MAX_CANDIDATES) {
+        for exchange in on_path.chain(on_host.take(MAX_PER_GROUP)) {
             let mut checks = Checks::scoring();
             check_exchange(&mut checks, exchange, hop);
             consider(Candidate::Exchange(exchange), checks);
