@@ -23,7 +23,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Runtime, filter_wasm, free_port};
+use support::{Runtime, filter_wasm, free_port, wait_for};
 
 /// Everything the dependency received: (method, path, headers).
 type Seen = Arc<Mutex<Vec<(String, String, HeaderMap)>>>;
@@ -194,6 +194,31 @@ async fn bind_proxy_with(
     .unwrap()
 }
 
+/// A case's hops as (direction, path), sorted.
+fn case_hops(case: &Value) -> Vec<(String, String)> {
+    let mut hops: Vec<(String, String)> = Vec::new();
+    for trace in case["traces"].as_array().unwrap() {
+        for span in trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+            .as_array()
+            .unwrap()
+        {
+            let attribute = |key: &str| {
+                span["attributes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["key"] == key)
+                    .and_then(|a| a["value"]["stringValue"].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            hops.push((attribute("sp.traffic.direction"), attribute("url.path")));
+        }
+    }
+    hops.sort();
+    hops
+}
+
 /// A proxy that stops when `stop` is sent; its task ends once the proxy has drained.
 struct Stoppable {
     addr: SocketAddr,
@@ -312,35 +337,10 @@ async fn capture_replay_strict_and_fail_open_through_both_proxies() {
     // 1. Capture: the case holds the inbound and the outbound hop.
     let capture = world.session("capture", None, None).await;
     assert_eq!(world.checkout(Method::GET, Some(&capture), "").await.0, 200);
-    for _ in 0..100 {
-        if world.stats(&capture).await["extractedSpans"].as_u64() >= Some(2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    world.runtime.wait_for_spans(&capture, 2).await;
     let case: Value = serde_json::from_str(&world.runtime.close_capture(&capture).await).unwrap();
-    let mut hops: Vec<(String, String)> = Vec::new();
-    for trace in case["traces"].as_array().unwrap() {
-        for span in trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
-            .as_array()
-            .unwrap()
-        {
-            let attribute = |key: &str| {
-                span["attributes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|a| a["key"] == key)
-                    .and_then(|a| a["value"]["stringValue"].as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            hops.push((attribute("sp.traffic.direction"), attribute("url.path")));
-        }
-    }
-    hops.sort();
     assert_eq!(
-        hops,
+        case_hops(&case),
         [
             ("inbound".to_owned(), "/checkout".to_owned()),
             ("outbound".to_owned(), "/dep".to_owned())
@@ -470,17 +470,9 @@ async fn a_runtime_in_the_proxys_process_answers_the_filter_without_a_socket() {
         200
     );
     assert_eq!(world.upstream_hits(), 1);
-    let mut extracted = 0;
-    for _ in 0..100 {
-        extracted = world.stats(&capture).await["extractedSpans"]
-            .as_u64()
-            .unwrap();
-        if extracted == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(extracted, 1, "the capture hop's upload went in-process");
+    // The capture hop's upload went in-process.
+    world.runtime.wait_for_spans(&capture, 1).await;
+    assert_eq!(world.stats(&capture).await["extractedSpans"], 1);
 }
 
 /// `softprobe proxy --serve-runtime`: one process, the runtime set up from the environment. On
@@ -513,23 +505,17 @@ async fn one_process_serves_the_proxy_and_the_runtime_and_stops_in_order() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let mut created = None;
-    for _ in 0..100 {
+    let created: Value = wait_for(|| async {
         let answer = client
             .post(format!("http://{runtime}/v1/sessions"))
             .body(r#"{"mode":"capture"}"#)
             .send()
-            .await;
-        if let Ok(answer) = answer {
-            created = Some(answer.json::<Value>().await.unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let id = created.expect("the runtime listens")["sessionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+            .await
+            .ok()?;
+        answer.json().await.ok()
+    })
+    .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
     let hop = client
         .get(format!("http://{proxy}/checkout"))
         .header("x-softprobe-session-id", &id)
@@ -551,20 +537,11 @@ async fn one_process_serves_the_proxy_and_the_runtime_and_stops_in_order() {
     assert!(exited.success());
     let case = std::fs::read(captures.path().join(format!("{id}.case.json"))).unwrap();
     let case: Value = serde_json::from_slice(&case).unwrap();
-    let paths: Vec<&str> = case["traces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|trace| {
-            trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
-                .as_array()
-                .unwrap()
-        })
-        .flat_map(|span| span["attributes"].as_array().unwrap())
-        .filter(|a| a["key"] == "url.path")
-        .filter_map(|a| a["value"]["stringValue"].as_str())
-        .collect();
-    assert_eq!(paths, ["/checkout"], "{case}");
+    assert_eq!(
+        case_hops(&case),
+        [("inbound".to_owned(), "/checkout".to_owned())],
+        "{case}"
+    );
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use support::spans::{outbound_get, span, traces};
-use support::{Runtime, free_port};
+use support::{Runtime, free_port, wait_for};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A gRPC request with an optional `authorization` value.
@@ -249,21 +249,6 @@ async fn an_idle_capture_that_cannot_be_written_is_kept_and_retried() {
     let list = runtime.get_json("/v1/sessions").await;
     assert_eq!(list["sessions"], json!([]));
     runtime.stop().await;
-}
-
-/// Polls `probe` every 20 ms until it yields, for at most 10 s.
-async fn wait_for<T, F, Fut>(probe: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _ in 0..500 {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the condition did not come true within 10 s");
 }
 
 /// Whether the server closed this connection (a read sees EOF or a reset).

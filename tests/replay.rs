@@ -279,17 +279,6 @@ async fn call(ingress: SocketAddr, route: &str, session: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Waits until the session has kept `spans` extracted spans (uploads are asynchronous).
-async fn wait_for_spans(runtime: &Runtime, session: &str, spans: u64) {
-    for _ in 0..500 {
-        if runtime.stats(session).await["extractedSpans"].as_u64() >= Some(spans) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the proxies did not upload {spans} spans");
-}
-
 /// The spans of a case, flattened.
 fn case_spans(case: &Value) -> Vec<Value> {
     case["traces"]
@@ -332,7 +321,7 @@ async fn capture_then_replay_with_the_cli_alone() {
     let captured = call(ingress.addr, "/checkout", &capture).await;
     assert_eq!(captured["prices"], json!([10, 20]));
     assert_eq!(captured["chargeStatus"], 201);
-    wait_for_spans(&runtime, &capture, 4).await;
+    runtime.wait_for_spans(&capture, 4).await;
     let case_path = dir.path().join("checkout.case.json");
     let closed = softprobe(
         &runtime,
@@ -448,7 +437,7 @@ async fn capture_then_replay_with_the_cli_alone() {
         "prices were replayed"
     );
     // The refund's outbound and inbound hops, and the replayed checkout's inbound hop.
-    wait_for_spans(&runtime, &recapture, 3).await;
+    runtime.wait_for_spans(&recapture, 3).await;
     let merged_path = dir.path().join("merged.case.json");
     let closed = softprobe(
         &runtime,
@@ -495,7 +484,7 @@ async fn capture(
 ) {
     let session = start_session(runtime, &["--mode", "capture"]).await;
     call(ingress, route, &session).await;
-    wait_for_spans(runtime, &session, spans).await;
+    runtime.wait_for_spans(&session, spans).await;
     let out = case_path.to_str().unwrap();
     let closed = softprobe(
         runtime,

@@ -229,6 +229,15 @@ impl Runtime {
         self.get_json(&format!("/v1/sessions/{id}/stats")).await["stats"].clone()
     }
 
+    /// Waits until the session has kept `spans` extracted spans (uploads are asynchronous).
+    pub async fn wait_for_spans(&self, session: &str, spans: u64) {
+        let stats = || async {
+            let kept = self.stats(session).await["extractedSpans"].as_u64();
+            (kept >= Some(spans)).then_some(())
+        };
+        wait_for(stats).await;
+    }
+
     /// Closes a capture session; returns the case file it wrote, as text.
     pub async fn close_capture(&self, id: &str) -> String {
         let closed: serde_json::Value = reqwest::Client::new()
@@ -510,4 +519,19 @@ pub mod case_schema {
         let broken = serde_json::json!({"version": 1, "traces": [{"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": 3, "attributes": [{"key": "k"}], "startTimeUnixNano": 5}]}]}]}]});
         assert_eq!(violations(&broken).len(), 6, "{:?}", violations(&broken));
     }
+}
+
+/// Polls `probe` every 20 ms until it yields a value; fails the test after 10 s.
+pub async fn wait_for<T, F, Fut>(probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..500 {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the condition did not come true within 10 s");
 }
