@@ -23,7 +23,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Runtime, filter_wasm, free_port, wait_for};
+use support::{Runtime, filter_wasm, free_port, session_once_up};
 
 /// Everything the dependency received: (method, path, headers).
 type Seen = Arc<Mutex<Vec<(String, String, HeaderMap)>>>;
@@ -504,18 +504,8 @@ async fn one_process_serves_the_proxy_and_the_runtime_and_stops_in_order() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let id = session_once_up(&format!("http://{runtime}"), "capture").await;
     let client = reqwest::Client::new();
-    let created: Value = wait_for(|| async {
-        let answer = client
-            .post(format!("http://{runtime}/v1/sessions"))
-            .body(r#"{"mode":"capture"}"#)
-            .send()
-            .await
-            .ok()?;
-        answer.json().await.ok()
-    })
-    .await;
-    let id = created["sessionId"].as_str().unwrap().to_owned();
     let hop = client
         .get(format!("http://{proxy}/checkout"))
         .header("x-softprobe-session-id", &id)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use support::spans::{outbound_get, span, traces};
-use support::{Runtime, free_port, wait_for};
+use support::{Runtime, free_port, session_once_up, wait_for};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A gRPC request with an optional `authorization` value.
@@ -367,18 +367,8 @@ async fn sigterm_writes_captures_and_exits_despite_a_half_sent_request() {
     let dir = tempfile::tempdir().unwrap();
     let process = Process::start(dir.path(), &["--shutdown-timeout", "1s"]);
     let base = format!("http://{}", process.addr);
+    let id = session_once_up(&base, "capture").await;
     let client = reqwest::Client::new();
-    let created: Value = wait_for(|| async {
-        let response = client
-            .post(format!("{base}/v1/sessions"))
-            .body(r#"{"mode":"capture"}"#)
-            .send()
-            .await
-            .ok()?;
-        response.json().await.ok()
-    })
-    .await;
-    let id = created["sessionId"].as_str().unwrap().to_owned();
     let batch = traces("svc", vec![span("extract", &id, &[])]);
     let answer = client
         .post(format!("{base}/v1/traces"))

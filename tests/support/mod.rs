@@ -535,3 +535,23 @@ where
     }
     panic!("the condition did not come true within 10 s");
 }
+
+/// Creates a session of `mode` on the runtime at `base` (`http://host:port`) as soon as it
+/// listens (a process still starting); its id.
+pub async fn session_once_up(base: &str, mode: &str) -> String {
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = wait_for(|| async {
+        let response = client
+            .post(format!("{base}/v1/sessions"))
+            .body(serde_json::json!({ "mode": mode }).to_string())
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    })
+    .await;
+    created["sessionId"]
+        .as_str()
+        .expect("a session id")
+        .to_owned()
+}
