@@ -16,6 +16,10 @@ use crate::trace_context::{
     header_values, session_id, tracestate,
 };
 
+/// Attributes of a span besides its headers: type, session, direction, service, method, host,
+/// path, body, body encoding, truncation (an extract adds the status and the response's).
+const MESSAGE_ATTRIBUTES: usize = 10;
+
 /// Request header that names the service when the config does not (reference behaviour).
 pub const SERVICE_NAME_HEADER: &str = "x-sp-service-name";
 
@@ -28,10 +32,10 @@ pub enum HeaderEdit {
     Remove(&'static str),
 }
 
-/// The state of one stream.
+/// The state of one tagged stream.
 #[derive(Debug)]
 pub struct Exchange {
-    session_id: Option<String>,
+    session_id: String,
     selected: bool,
     direction: Direction,
     service_name: String,
@@ -51,49 +55,49 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Starts a stream from its request headers (lowercase names, pseudo-headers included).
-    /// Returns the edits to apply to the live request. Untagged requests are left untouched.
+    /// Starts a tagged stream from its request headers (lowercase names, pseudo-headers
+    /// included). Returns the edits to apply to the live request, or `None` for an untagged
+    /// request: it is not ours, so it costs no ids, copies or edits.
     pub fn begin(
         config: &Config,
         headers: Vec<(String, String)>,
-        ids: Ids,
+        ids: impl FnOnce() -> Ids,
         now_ns: u64,
-    ) -> (Self, Vec<HeaderEdit>) {
-        let session_id = session_id(&headers);
+    ) -> Option<(Self, Vec<HeaderEdit>)> {
+        let session_id = session_id(&headers)?;
+        let ids = ids();
         let method = header(&headers, ":method").unwrap_or_default().to_owned();
         let host = header(&headers, ":authority")
             .or_else(|| header(&headers, "host"))
             .unwrap_or_default()
             .to_owned();
         let path = header(&headers, ":path").unwrap_or_default().to_owned();
-        let selected = session_id.is_some() && config.selection.selects(&host, &path);
+        let selected = config.selection.selects(&host, &path);
         let service_name = config
             .service_name(header(&headers, SERVICE_NAME_HEADER))
             .to_owned();
         let incoming = header(&headers, TRACEPARENT).and_then(TraceParent::parse);
 
         let mut edits = Vec::new();
-        if let Some(id) = &session_id {
-            if incoming.is_none() {
+        if incoming.is_none() {
+            edits.push(HeaderEdit::Set(
+                TRACEPARENT,
+                format_traceparent(&incoming_or(ids, incoming), &ids.span_id),
+            ));
+        }
+        match config.direction {
+            // The app propagates tracestate to its outbound calls; that is how egress finds
+            // the session. An id that cannot travel in tracestate is not written (the shim
+            // warns).
+            Direction::Inbound if valid_session_id(&session_id) => {
                 edits.push(HeaderEdit::Set(
-                    TRACEPARENT,
-                    format_traceparent(&incoming_or(ids, incoming), &ids.span_id),
+                    TRACESTATE,
+                    tracestate_with_session(&tracestate(&headers), &session_id),
                 ));
             }
-            match config.direction {
-                // The app propagates tracestate to its outbound calls; that is how egress finds
-                // the session. An id that cannot travel in tracestate is not written (the shim
-                // warns).
-                Direction::Inbound if valid_session_id(id) => {
-                    edits.push(HeaderEdit::Set(
-                        TRACESTATE,
-                        tracestate_with_session(&tracestate(&headers), id),
-                    ));
-                }
-                Direction::Inbound => {}
-                // The real dependency has no business with the session header.
-                Direction::Outbound => edits.push(HeaderEdit::Remove(SESSION_HEADER)),
-            }
+            Direction::Inbound => {}
+            // The real dependency has no business with the session header.
+            Direction::Outbound => edits.push(HeaderEdit::Remove(SESSION_HEADER)),
         }
 
         let mut exchange = Self {
@@ -116,7 +120,7 @@ impl Exchange {
             session_id,
         };
         exchange.apply(&edits);
-        (exchange, edits)
+        Some((exchange, edits))
     }
 
     /// Keeps the recorded request headers equal to what is forwarded.
@@ -136,18 +140,14 @@ impl Exchange {
         }
     }
 
-    /// The session, if the request is tagged.
-    pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
+    /// The session the request is tagged with.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
     }
 
     /// Whether a tagged inbound request's session could not be written to `tracestate`.
     pub fn session_unpropagated(&self) -> bool {
-        self.direction == Direction::Inbound
-            && self
-                .session_id
-                .as_deref()
-                .is_some_and(|id| !valid_session_id(id))
+        self.direction == Direction::Inbound && !valid_session_id(&self.session_id)
     }
 
     /// Whether this stream is asked about (inject) and recorded (extract): tagged, and
@@ -169,7 +169,7 @@ impl Exchange {
 
     /// The protobuf `TracesData` for the inject lookup.
     pub fn inject_payload(&self, config: &Config, now_ns: u64) -> Vec<u8> {
-        let mut attrs = Attributes::default();
+        let mut attrs = Attributes::with_capacity(MESSAGE_ATTRIBUTES + self.request_headers.len());
         attrs.string(keys::SPAN_TYPE, INJECT);
         self.request_attributes(config, &mut attrs);
         encode(&self.service_name, self.span(attrs, now_ns, now_ns, None))
@@ -207,10 +207,12 @@ impl Exchange {
     }
 
     /// The protobuf `TracesData` for `/v1/traces`, once the response is complete; `None` when
-    /// the exchange is not recorded (untagged, not selected, replied locally, no status).
+    /// the exchange is not recorded (not selected, replied locally, no status).
     pub fn extract_payload(&self, config: &Config, now_ns: u64) -> Option<Vec<u8>> {
         let status = self.response_status.filter(|_| self.records_response())?;
-        let mut attrs = Attributes::default();
+        let mut attrs = Attributes::with_capacity(
+            2 * MESSAGE_ATTRIBUTES + self.request_headers.len() + self.response_headers.len(),
+        );
         attrs.string(keys::SPAN_TYPE, EXTRACT);
         self.request_attributes(config, &mut attrs);
         attrs.int(keys::RESPONSE_STATUS, i64::from(status));
@@ -242,10 +244,8 @@ impl Exchange {
     }
 
     fn request_attributes(&self, config: &Config, attrs: &mut Attributes) {
-        if let Some(id) = &self.session_id {
-            attrs.string(keys::SESSION_ID, id.as_str());
-        }
         attrs
+            .string(keys::SESSION_ID, self.session_id.as_str())
             .string(keys::DIRECTION, self.direction.as_str())
             .string(keys::SERVICE_NAME, self.service_name.as_str())
             .string(keys::REQUEST_METHOD, self.method.as_str())
@@ -277,17 +277,25 @@ impl Exchange {
     ) {
         let mut seen: Vec<&str> = Vec::new();
         for (name, _) in headers {
-            let lower = name.to_ascii_lowercase();
             if name.starts_with(':')
-                || config.is_redacted(&lower)
+                || config.is_redacted(name)
                 || seen.iter().any(|s| s.eq_ignore_ascii_case(name))
             {
                 continue;
             }
             seen.push(name);
+            let mut key = String::with_capacity(prefix.len() + name.len());
+            key.push_str(prefix);
+            key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
             // Repeated headers travel as one comma-joined value, as HTTP allows.
-            let value = header_values(headers, name).collect::<Vec<_>>().join(",");
-            attrs.string(format!("{prefix}{lower}"), value);
+            let mut values = header_values(headers, name);
+            let first = values.next().unwrap_or_default().to_owned();
+            let value = values.fold(first, |mut joined, more| {
+                joined.push(',');
+                joined.push_str(more);
+                joined
+            });
+            attrs.string(key, value);
         }
         if !body.bytes().is_empty() {
             let (value, encoding) = body::encode(
@@ -352,6 +360,10 @@ mod tests {
         span_id: [0x22; 8],
     };
 
+    fn tagged(config: &Config, headers: Vec<(String, String)>) -> (Exchange, Vec<HeaderEdit>) {
+        Exchange::begin(config, headers, || IDS, 7).expect("a tagged request")
+    }
+
     fn config(extra: &str) -> Config {
         parse(&format!(
             r#"{{"sp_backend_url":"http://rt:8080","public_key":"pk-secret-123"{extra}}}"#
@@ -389,14 +401,12 @@ mod tests {
     #[test]
     fn inbound_writes_trace_context_and_keeps_the_header() {
         let config = config(r#","traffic_direction":"inbound""#);
-        let (exchange, edits) = Exchange::begin(
+        let (exchange, edits) = tagged(
             &config,
             get(&[
                 ("x-softprobe-session-id", "sess_1"),
                 ("tracestate", "rojo=1,x-softprobe-session-id=old"),
             ]),
-            IDS,
-            7,
         );
         assert_eq!(
             edits,
@@ -411,15 +421,13 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(exchange.session_id(), Some("sess_1"));
+        assert_eq!(exchange.session_id(), "sess_1");
         assert!(exchange.selected());
 
         let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let (exchange, edits) = Exchange::begin(
+        let (exchange, edits) = tagged(
             &config,
             get(&[("x-softprobe-session-id", "s"), ("traceparent", incoming)]),
-            IDS,
-            7,
         );
         assert_eq!(
             edits,
@@ -434,23 +442,16 @@ mod tests {
         assert_eq!(to_hex(&span.parent_span_id), "b7ad6b7169203331");
         assert_eq!(span.span_id, vec![0x22; 8]);
 
-        let (_, edits) = Exchange::begin(
+        let (_, edits) = tagged(
             &config,
             get(&[("x-softprobe-session-id", "s"), ("traceparent", "junk")]),
-            IDS,
-            7,
         );
         assert!(
             matches!(&edits[0], HeaderEdit::Set(TRACEPARENT, v) if v.starts_with("00-1111")),
             "an invalid traceparent is replaced"
         );
 
-        let (exchange, edits) = Exchange::begin(
-            &config,
-            get(&[("x-softprobe-session-id", "sess_abc==")]),
-            IDS,
-            7,
-        );
+        let (exchange, edits) = tagged(&config, get(&[("x-softprobe-session-id", "sess_abc==")]));
         assert_eq!(
             edits.len(),
             1,
@@ -462,32 +463,27 @@ mod tests {
     #[test]
     fn untagged_requests_are_untouched() {
         let config = config(r#","traffic_direction":"inbound""#);
-        let (exchange, edits) = Exchange::begin(&config, get(&[("tracestate", "rojo=1")]), IDS, 7);
-        assert!(edits.is_empty() && !exchange.selected() && exchange.session_id().is_none());
-        assert!(exchange.extract_payload(&config, 9).is_none());
+        let ids = || panic!("an untagged request needs no ids");
+        assert!(Exchange::begin(&config, get(&[("tracestate", "rojo=1")]), ids, 7).is_none());
     }
 
     #[test]
     fn outbound_reads_tracestate_and_strips_the_header() {
         let config = config(r#","traffic_direction":"outbound""#);
-        let (exchange, edits) = Exchange::begin(
+        let (exchange, edits) = tagged(
             &config,
             get(&[("tracestate", "x-softprobe-session-id=sess_ts,rojo=1")]),
-            IDS,
-            7,
         );
-        assert_eq!(exchange.session_id(), Some("sess_ts"));
+        assert_eq!(exchange.session_id(), "sess_ts");
         assert_eq!(edits[1], HeaderEdit::Remove(SESSION_HEADER));
-        let (exchange, edits) = Exchange::begin(
+        let (exchange, edits) = tagged(
             &config,
             get(&[
                 ("x-softprobe-session-id", "sess_h"),
                 ("tracestate", "x-softprobe-session-id=sess_ts"),
             ]),
-            IDS,
-            7,
         );
-        assert_eq!(exchange.session_id(), Some("sess_h"), "the header wins");
+        assert_eq!(exchange.session_id(), "sess_h", "the header wins");
         assert!(edits.contains(&HeaderEdit::Remove(SESSION_HEADER)));
         let (_, span) = decode(&exchange.inject_payload(&config, 8));
         assert!(
@@ -517,7 +513,7 @@ mod tests {
             ("accept", "b"),
         ]);
         request[0].1 = "POST".into();
-        let (mut exchange, _) = Exchange::begin(&config, request, IDS, 7);
+        let (mut exchange, _) = tagged(&config, request);
         exchange.set_request_body(b"{\"n\":1}", 7);
         let bytes = exchange.inject_payload(&config, 8);
         let (resource, span) = decode(&bytes);
@@ -568,14 +564,12 @@ mod tests {
     #[test]
     fn binary_and_truncated_bodies() {
         let config = config(r#","traffic_direction":"outbound","max_body_bytes":4"#);
-        let (mut exchange, _) = Exchange::begin(
+        let (mut exchange, _) = tagged(
             &config,
             get(&[
                 ("x-softprobe-session-id", "s"),
                 ("content-type", "application/octet-stream"),
             ]),
-            IDS,
-            7,
         );
         assert_eq!(exchange.request_body_wanted(10), 4);
         exchange.set_request_body(&[0, 1, 2, 3], 10);
@@ -615,8 +609,7 @@ mod tests {
     #[test]
     fn extract_after_a_real_response_only() {
         let config = config(r#","traffic_direction":"inbound","failure_mode":"closed""#);
-        let (mut exchange, _) =
-            Exchange::begin(&config, get(&[("x-softprobe-session-id", "s")]), IDS, 7);
+        let (mut exchange, _) = tagged(&config, get(&[("x-softprobe-session-id", "s")]));
         assert_eq!(exchange.decide(&config, Answer::Miss), Verdict::Resume);
         exchange.set_response_headers(headers(&[
             (":status", "503"),
@@ -640,8 +633,7 @@ mod tests {
             i32::from(status::StatusCode::Error)
         );
 
-        let (mut mocked, _) =
-            Exchange::begin(&config, get(&[("x-softprobe-session-id", "s")]), IDS, 7);
+        let (mut mocked, _) = tagged(&config, get(&[("x-softprobe-session-id", "s")]));
         assert!(
             matches!(mocked.decide(&config, Answer::Failure("down".into())), Verdict::Reply(r) if r.status == 502)
         );
@@ -652,11 +644,9 @@ mod tests {
             "a local reply is never uploaded"
         );
 
-        let (exempt, _) = Exchange::begin(
+        let (exempt, _) = tagged(
             &config,
             headers(&[(":path", "/v1/traces"), ("x-softprobe-session-id", "s")]),
-            IDS,
-            7,
         );
         assert!(
             !exempt.selected() && !exempt.records_response(),

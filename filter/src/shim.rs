@@ -117,10 +117,7 @@ struct Stream {
 
 impl Stream {
     fn session(&self) -> &str {
-        self.exchange
-            .as_ref()
-            .and_then(Exchange::session_id)
-            .unwrap_or("-")
+        self.exchange.as_ref().map_or("-", Exchange::session_id)
     }
 
     /// Reads the buffered request body, then asks the runtime.
@@ -215,7 +212,7 @@ impl Stream {
         let (Some(config), Some(exchange)) = (self.config.clone(), self.exchange.as_mut()) else {
             return Action::Continue;
         };
-        let session = exchange.session_id().unwrap_or("-").to_owned();
+        let session = exchange.session_id().to_owned();
         match &answer {
             Answer::Hit(reply) => debug!(
                 "softprobe: session={session} decision={} rule={} status={}: replying locally",
@@ -370,7 +367,10 @@ impl HttpContext for Stream {
                 return Action::Continue;
             }
         };
-        let (exchange, edits) = Exchange::begin(&config, headers, random_ids(), now_ns());
+        let Some((exchange, edits)) = Exchange::begin(&config, headers, random_ids, now_ns())
+        else {
+            return Action::Continue;
+        };
         for edit in &edits {
             let applied = match edit {
                 HeaderEdit::Set(name, value) => {
@@ -388,7 +388,7 @@ impl HttpContext for Stream {
             warn!(
                 "softprobe: session={}: the id is not valid in a W3C tracestate (printable ASCII without ',' '=' ' ', \
                  at most 256 chars); it is not propagated to outbound calls",
-                exchange.session_id().unwrap_or("-")
+                exchange.session_id()
             );
         }
         let selected = exchange.selected();

@@ -22,6 +22,11 @@ pub const EXTRACT: &str = "extract";
 pub struct Attributes(Vec<KeyValue>);
 
 impl Attributes {
+    /// Room for `n` attributes, so that adding them does not reallocate.
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
     /// Adds a string attribute.
     pub fn string(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.push(key.into(), any_value::Value::StringValue(value.into()))
