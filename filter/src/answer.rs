@@ -180,13 +180,7 @@ mod tests {
     fn hit(build: impl FnOnce(&mut Attributes)) -> Vec<u8> {
         let mut attrs = Attributes::default();
         build(&mut attrs);
-        encode(
-            "runtime",
-            Span {
-                attributes: attrs.into_inner(),
-                ..Default::default()
-            },
-        )
+        encode("runtime", &Span::default(), &attrs)
     }
 
     #[test]
@@ -229,7 +223,7 @@ mod tests {
         );
         let long_text = "A".repeat(200);
         let reply = parse_hit(&hit(|a| {
-            a.string(keys::RESPONSE_BODY, long_text.clone());
+            a.string(keys::RESPONSE_BODY, &long_text);
         }))
         .unwrap();
         assert_eq!(

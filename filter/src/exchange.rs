@@ -172,7 +172,7 @@ impl Exchange {
         let mut attrs = Attributes::with_capacity(MESSAGE_ATTRIBUTES + self.request_headers.len());
         attrs.string(keys::SPAN_TYPE, INJECT);
         self.request_attributes(config, &mut attrs);
-        encode(&self.service_name, self.span(attrs, now_ns, now_ns, None))
+        encode(&self.service_name, &self.span(now_ns, now_ns, None), &attrs)
     }
 
     /// Applies the runtime's answer: the verdict for the held request.
@@ -239,7 +239,8 @@ impl Exchange {
         };
         Some(encode(
             &self.service_name,
-            self.span(attrs, self.started_ns, now_ns, Some(status)),
+            &self.span(self.started_ns, now_ns, Some(status)),
+            &attrs,
         ))
     }
 
@@ -289,13 +290,14 @@ impl Exchange {
             key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
             // Repeated headers travel as one comma-joined value, as HTTP allows.
             let mut values = header_values(headers, name);
-            let first = values.next().unwrap_or_default().to_owned();
-            let value = values.fold(first, |mut joined, more| {
-                joined.push(',');
-                joined.push_str(more);
-                joined
-            });
-            attrs.string(key, value);
+            let first = values.next().unwrap_or_default();
+            match values.next() {
+                None => attrs.string(&key, first),
+                Some(second) => {
+                    let all: Vec<&str> = [first, second].into_iter().chain(values).collect();
+                    attrs.string(&key, &all.join(","))
+                }
+            };
         }
         if !body.bytes().is_empty() {
             let (value, encoding) = body::encode(
@@ -303,7 +305,7 @@ impl Exchange {
                 header(headers, "content-type"),
                 header(headers, "content-encoding"),
             );
-            attrs.string(body_key, value);
+            attrs.string(body_key, &value);
             if let Some(encoding) = encoding {
                 attrs.string(encoding_key, encoding);
             }
@@ -313,7 +315,8 @@ impl Exchange {
         }
     }
 
-    fn span(&self, attrs: Attributes, start_ns: u64, end_ns: u64, status: Option<Status>) -> Span {
+    /// The span's fields besides its attributes.
+    fn span(&self, start_ns: u64, end_ns: u64, status: Option<Status>) -> Span {
         let kind = match self.direction {
             Direction::Inbound => span::SpanKind::Server,
             Direction::Outbound => span::SpanKind::Client,
@@ -334,7 +337,6 @@ impl Exchange {
             kind: kind.into(),
             start_time_unix_nano: start_ns,
             end_time_unix_nano: end_ns.max(start_ns),
-            attributes: attrs.into_inner(),
             status,
             ..Default::default()
         }

@@ -651,22 +651,18 @@ fn answer_body() -> BoxedStrategy<Input> {
                 None => {}
             }
             for (key, value) in headers {
-                attrs.string(key, value);
+                attrs.string(&key, &value);
             }
             if let Some((text, encoding)) = body {
-                attrs.string(keys::RESPONSE_BODY, text);
+                attrs.string(keys::RESPONSE_BODY, &text);
                 if let Some(encoding) = encoding {
                     attrs.string(keys::RESPONSE_BODY_ENCODING, encoding);
                 }
             }
             if let Some(decision) = decision {
-                attrs.string(keys::DECISION, decision);
+                attrs.string(keys::DECISION, &decision);
             }
-            let span = Span {
-                attributes: attrs.into_inner(),
-                ..Span::default()
-            };
-            Input(encode("runtime", span))
+            Input(encode("runtime", &Span::default(), &attrs))
         });
     let seeds: &'static [Vec<u8>] = &ANSWERS;
     prop_oneof![
