@@ -285,17 +285,14 @@ impl Exchange {
                 continue;
             }
             seen.push(name);
-            let mut key = String::with_capacity(prefix.len() + name.len());
-            key.push_str(prefix);
-            key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
             // Repeated headers travel as one comma-joined value, as HTTP allows.
             let mut values = header_values(headers, name);
             let first = values.next().unwrap_or_default();
             match values.next() {
-                None => attrs.string(&key, first),
+                None => attrs.header(prefix, name, first),
                 Some(second) => {
                     let all: Vec<&str> = [first, second].into_iter().chain(values).collect();
-                    attrs.string(&key, &all.join(","))
+                    attrs.header(prefix, name, &all.join(","))
                 }
             };
         }

@@ -1,6 +1,8 @@
 //! The OTLP envelope the filter sends: one resource, one scope, one span, and the attribute
 //! helpers used to fill it.
 
+use std::borrow::Cow;
+
 use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use softprobe_otlp::keys;
@@ -45,7 +47,19 @@ impl Attributes {
 
     /// Adds a string attribute.
     pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
-        put_string_key_value(&mut self.0, SPAN_ATTRIBUTES, key, value);
+        put_string_key_value(&mut self.0, SPAN_ATTRIBUTES, &[key], value);
+        self
+    }
+
+    /// Adds a header as a string attribute keyed `prefix` + `name` in lowercase.
+    pub fn header(&mut self, prefix: &str, name: &str, value: &str) -> &mut Self {
+        // Hosts hand names over in lowercase already; only other names are copied.
+        let name: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.into()
+        };
+        put_string_key_value(&mut self.0, SPAN_ATTRIBUTES, &[prefix, &name], value);
         self
     }
 
@@ -62,7 +76,7 @@ impl Attributes {
 
     fn varint(&mut self, key: &str, field: u32, value: u64) -> &mut Self {
         let value_len = key_len(field) + encoded_len_varint(value);
-        put_key_value(&mut self.0, SPAN_ATTRIBUTES, key, value_len);
+        put_key_value(&mut self.0, SPAN_ATTRIBUTES, &[key], value_len);
         encode_key(field, WireType::Varint, &mut self.0);
         encode_varint(value, &mut self.0);
         self
@@ -76,7 +90,7 @@ pub fn encode(service: &str, span: &Span, attributes: &Attributes) -> Vec<u8> {
     put_string_key_value(
         &mut resource,
         RESOURCE_ATTRIBUTES,
-        keys::RESOURCE_SERVICE_NAME,
+        &[keys::RESOURCE_SERVICE_NAME],
         service,
     );
     let span_len = span.encoded_len() + attributes.0.len();
@@ -95,21 +109,25 @@ pub fn encode(service: &str, span: &Span, attributes: &Attributes) -> Vec<u8> {
     out
 }
 
-/// A string `KeyValue` as field `field` of its message.
-fn put_string_key_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
+/// A string `KeyValue` as field `field` of its message; its key is `key`'s parts joined.
+fn put_string_key_value(buf: &mut Vec<u8>, field: u32, key: &[&str], value: &str) {
     put_key_value(buf, field, key, field_len(ANY_VALUE_STRING, value.len()));
     put_bytes(buf, ANY_VALUE_STRING, value.as_bytes());
 }
 
-/// Starts a `KeyValue` as field `field` of its message, up to its `AnyValue`'s `value_len`
-/// bytes, which the caller writes next.
-fn put_key_value(buf: &mut Vec<u8>, field: u32, key: &str, value_len: usize) {
+/// Starts a `KeyValue` as field `field` of its message, its key `key`'s parts joined, up to
+/// its `AnyValue`'s `value_len` bytes, which the caller writes next.
+fn put_key_value(buf: &mut Vec<u8>, field: u32, key: &[&str], value_len: usize) {
+    let key_len = key.iter().map(|part| part.len()).sum();
     open(
         buf,
         field,
-        field_len(KEY_VALUE_KEY, key.len()) + field_len(KEY_VALUE_VALUE, value_len),
+        field_len(KEY_VALUE_KEY, key_len) + field_len(KEY_VALUE_VALUE, value_len),
     );
-    put_bytes(buf, KEY_VALUE_KEY, key.as_bytes());
+    open(buf, KEY_VALUE_KEY, key_len);
+    for part in key {
+        buf.extend_from_slice(part.as_bytes());
+    }
     open(buf, KEY_VALUE_VALUE, value_len);
 }
 
@@ -159,6 +177,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Value {
         String(String),
+        /// A header value; its key is the name.
+        Header(String),
         Int(i64),
         Bool(bool),
     }
@@ -167,6 +187,7 @@ mod tests {
         prop_oneof![
             // Long enough that lengths take more than one varint byte.
             ".{0,300}".prop_map(Value::String),
+            ".{0,20}".prop_map(Value::Header),
             any::<i64>().prop_map(Value::Int),
             any::<bool>().prop_map(Value::Bool),
         ]
@@ -181,7 +202,7 @@ mod tests {
             name in ".{0,200}",
             start in any::<u64>(),
             status in proptest::option::of(0..3i32),
-            attributes in proptest::collection::vec((".{0,40}", value()), 0..20),
+            attributes in proptest::collection::vec(("[a-zA-Z._-]{0,40}|.{0,10}", value()), 0..20),
         ) {
             let span = Span {
                 trace_id: vec![7; 16],
@@ -196,22 +217,28 @@ mod tests {
             let mut written = Attributes::default();
             let mut expected = Vec::new();
             for (key, value) in &attributes {
+                let mut key = key.clone();
                 let any = match value {
                     Value::String(s) => {
-                        written.string(key, s);
+                        written.string(&key, s);
+                        any_value::Value::StringValue(s.clone())
+                    }
+                    Value::Header(s) => {
+                        written.header("http.request.header.", &key, s);
+                        key = format!("http.request.header.{}", key.to_ascii_lowercase());
                         any_value::Value::StringValue(s.clone())
                     }
                     Value::Int(i) => {
-                        written.int(key, *i);
+                        written.int(&key, *i);
                         any_value::Value::IntValue(*i)
                     }
                     Value::Bool(b) => {
-                        written.bool(key, *b);
+                        written.bool(&key, *b);
                         any_value::Value::BoolValue(*b)
                     }
                 };
                 expected.push(KeyValue {
-                    key: key.clone(),
+                    key,
                     value: Some(AnyValue { value: Some(any) }),
                     ..Default::default()
                 });
