@@ -470,16 +470,24 @@ fn outgoing(
         .unwrap_or(Method::GET);
     let (origin, prefix) = origin(base)?;
     let path = format!("{prefix}{}", header(":path").unwrap_or("/"));
-    let mut request = Request::builder().method(method).uri(path);
+    // Filled in place: `http`'s builder moves the whole request head at every header.
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = path.try_into()?;
+    let into = request.headers_mut();
+    into.reserve(headers.len());
     if let Some(authority) = header(":authority") {
-        request = request.header(http::header::HOST, authority);
+        into.insert(http::header::HOST, authority.try_into()?);
     }
     for (name, value) in headers {
         if !name.starts_with(':') && !HOP_BY_HOP.contains(&name.as_str()) {
-            request = request.header(name.as_str(), value.as_str());
+            into.append(
+                HeaderName::try_from(name.as_str())?,
+                value.as_str().try_into()?,
+            );
         }
     }
-    Ok((request.body(Full::new(body))?, origin))
+    Ok((request, origin))
 }
 
 /// `http://host[:port][/prefix]` as the origin to connect to (`host:port`, port 80 when none
