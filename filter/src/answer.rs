@@ -1,13 +1,11 @@
 //! The runtime's answer to an inject lookup (hit, miss or failure) and what the filter does
 //! about it.
 
-use prost::Message as _;
 use softprobe_otlp::keys;
 
 use crate::body;
 use crate::config::FailureMode;
-use crate::proto::TracesData;
-use crate::span::{int_attr, string_attr};
+use crate::wire::{self, Value};
 
 /// gRPC `NOT_FOUND`: the gRPC spelling of a miss.
 const GRPC_NOT_FOUND: u32 = 5;
@@ -88,17 +86,27 @@ fn error_code(body: &[u8]) -> String {
 /// `http.response.header.*` and `http.response.body` (+ `.encoding`). A status-only hit (a
 /// 204 mock) is a hit too.
 pub fn parse_hit(bytes: &[u8]) -> Result<LocalReply, String> {
-    let traces =
-        TracesData::decode(bytes).map_err(|err| format!("undecodable inject answer: {err}"))?;
-    let span = traces
-        .resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .next()
+    let attrs = wire::first_span_attributes(bytes)
+        .map_err(|err| format!("undecodable inject answer: {err}"))?
         .ok_or("inject answer without a span")?;
-    let attrs = &span.attributes;
-    let status = match int_attr(attrs, keys::RESPONSE_STATUS) {
+    // The first attribute with a key counts, as a lookup by key finds it.
+    let get = |key: &str| {
+        attrs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, value)| *value)
+    };
+    let string = |key: &str| match get(key) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let status = match get(keys::RESPONSE_STATUS) {
+        Some(Value::Int(code)) => Some(code),
+        // A string of digits is accepted too.
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let status = match status {
         None => 200,
         Some(code) => u32::try_from(code)
             .ok()
@@ -107,31 +115,32 @@ pub fn parse_hit(bytes: &[u8]) -> Result<LocalReply, String> {
     };
     let headers = attrs
         .iter()
-        .filter_map(|kv| {
-            let name = kv
-                .key
+        .filter_map(|(key, value)| {
+            let name = key
                 .strip_prefix(keys::RESPONSE_HEADER_PREFIX)?
                 .to_ascii_lowercase();
-            let value = string_attr(std::slice::from_ref(kv), &kv.key)?;
-            (!is_unsendable(&name)).then(|| (name, value.to_owned()))
+            let Value::String(value) = value else {
+                return None;
+            };
+            (!is_unsendable(&name)).then(|| (name, (*value).to_owned()))
         })
         .collect();
-    let body = match string_attr(attrs, keys::RESPONSE_BODY) {
+    let body = match string(keys::RESPONSE_BODY) {
         None => Vec::new(),
-        Some(value) => body::decode(value, string_attr(attrs, keys::RESPONSE_BODY_ENCODING))?,
+        Some(value) => body::decode(value, string(keys::RESPONSE_BODY_ENCODING))?,
     };
     Ok(LocalReply {
         status,
         headers,
         body,
-        decision: string_attr(attrs, keys::DECISION).map(str::to_owned),
-        rule: string_attr(attrs, keys::RULE_NAME).map(str::to_owned),
+        decision: string(keys::DECISION).map(str::to_owned),
+        rule: string(keys::RULE_NAME).map(str::to_owned),
     })
 }
 
 /// Headers a local reply must not carry: pseudo-headers, hop-by-hop headers, and framing
 /// that Envoy computes itself (a captured `content-length` would lie about a re-encoded body).
-fn is_unsendable(name: &str) -> bool {
+pub fn is_unsendable(name: &str) -> bool {
     name.is_empty()
         || name.starts_with(':')
         || matches!(

@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod proto;
 pub mod span;
 pub mod trace_context;
+mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod shim;

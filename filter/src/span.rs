@@ -8,6 +8,11 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 use softprobe_otlp::keys;
 
 use crate::proto::{KeyValue, Span, any_value};
+use crate::wire::{
+    ANY_VALUE_BOOL, ANY_VALUE_INT, ANY_VALUE_STRING, KEY_VALUE_KEY, KEY_VALUE_VALUE,
+    RESOURCE_ATTRIBUTES, RESOURCE_SPANS_RESOURCE, RESOURCE_SPANS_SCOPE_SPANS, SCOPE_SPANS_SPANS,
+    SPAN_ATTRIBUTES, TRACES_DATA_RESOURCE_SPANS, field_len, open, put_bytes,
+};
 
 /// `true` when the request body attribute was cut at `max_body_bytes`.
 pub const REQUEST_BODY_TRUNCATED: &str = "http.request.body.truncated";
@@ -17,19 +22,6 @@ pub const RESPONSE_BODY_TRUNCATED: &str = "http.response.body.truncated";
 pub const INJECT: &str = "inject";
 /// `sp.span.type` of an observed exchange.
 pub const EXTRACT: &str = "extract";
-
-// Field numbers of the OTLP messages written here.
-const TRACES_DATA_RESOURCE_SPANS: u32 = 1;
-const RESOURCE_SPANS_RESOURCE: u32 = 1;
-const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
-const RESOURCE_ATTRIBUTES: u32 = 1;
-const SCOPE_SPANS_SPANS: u32 = 2;
-const SPAN_ATTRIBUTES: u32 = 9;
-const KEY_VALUE_KEY: u32 = 1;
-const KEY_VALUE_VALUE: u32 = 2;
-const ANY_VALUE_STRING: u32 = 1;
-const ANY_VALUE_BOOL: u32 = 2;
-const ANY_VALUE_INT: u32 = 3;
 
 /// Span attributes under construction, kept as the span's encoded `attributes` field.
 ///
@@ -129,22 +121,6 @@ fn put_key_value(buf: &mut Vec<u8>, field: u32, key: &[&str], value_len: usize) 
         buf.extend_from_slice(part.as_bytes());
     }
     open(buf, KEY_VALUE_VALUE, value_len);
-}
-
-/// The length-delimited field `tag` holding `len` bytes, in bytes.
-fn field_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
-}
-
-/// Starts the length-delimited field `tag`; its `len` bytes follow.
-fn open(buf: &mut Vec<u8>, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
-}
-
-fn put_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
-    open(buf, tag, bytes.len());
-    buf.extend_from_slice(bytes);
 }
 
 /// A string attribute's value, if `attributes` has one under `key`.
