@@ -76,18 +76,29 @@ impl TraceParent {
 
 /// `00-<trace>-<span>-01`: the `traceparent` the filter writes (version 00, sampled).
 pub fn format_traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> String {
-    format!("00-{}-{}-01", to_hex(trace_id), to_hex(span_id))
+    // Written into one string: this runs for every tagged request.
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, trace_id);
+    out.push('-');
+    push_hex(&mut out, span_id);
+    out.push_str("-01");
+    out
 }
 
 /// Lowercase hex.
 pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    out
 }
 
 fn hex<const N: usize>(text: &str) -> Option<[u8; N]> {
