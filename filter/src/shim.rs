@@ -212,7 +212,7 @@ impl Stream {
         let (Some(config), Some(exchange)) = (self.config.clone(), self.exchange.as_mut()) else {
             return Action::Continue;
         };
-        let session = exchange.session_id().to_owned();
+        let session = exchange.session_id();
         match &answer {
             Answer::Hit(reply) => debug!(
                 "softprobe: session={session} decision={} rule={} status={}: replying locally",
@@ -233,7 +233,10 @@ impl Stream {
                     return Action::Continue;
                 }
                 if let Err(status) = hostcalls::resume_http_request() {
-                    error!("softprobe: session={session}: cannot resume the request ({status:?})");
+                    error!(
+                        "softprobe: session={}: cannot resume the request ({status:?})",
+                        self.session()
+                    );
                 }
                 Action::Continue
             }
@@ -247,7 +250,8 @@ impl Stream {
                 let body = (!reply.body.is_empty()).then_some(reply.body.as_slice());
                 if let Err(status) = hostcalls::send_http_response(reply.status, headers, body) {
                     error!(
-                        "softprobe: session={session}: cannot send the local reply ({status:?})"
+                        "softprobe: session={}: cannot send the local reply ({status:?})",
+                        self.session()
                     );
                 }
                 Action::Pause
