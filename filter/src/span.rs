@@ -32,7 +32,8 @@ pub const EXTRACT: &str = "extract";
 pub struct Attributes(Vec<u8>);
 
 impl Attributes {
-    /// Room for about `n` attributes, so that adding them rarely reallocates.
+    /// Room for about `n` attributes, so that adding them rarely reallocates (48 bytes each: a
+    /// header's key and value, framed, usually fit).
     pub fn with_capacity(n: usize) -> Self {
         Self(Vec::with_capacity(n * 48))
     }

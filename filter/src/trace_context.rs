@@ -86,8 +86,9 @@ pub fn format_traceparent(trace_id: &[u8; 16], span_id: &[u8; 8]) -> String {
     out
 }
 
-/// Lowercase hex.
-pub fn to_hex(bytes: &[u8]) -> String {
+/// Lowercase hex (tests compare ids this way).
+#[cfg(test)]
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     push_hex(&mut out, bytes);
     out

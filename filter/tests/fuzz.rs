@@ -947,15 +947,14 @@ fn answers_are_acted_on(reply: &Reply) -> Result<(), TestCaseError> {
         }
         (Reply::Grpc(code, _), Answer::Miss) => prop_assert_eq!(*code, 5),
         (_, Answer::Miss) => prop_assert!(false, "a miss without a 404"),
-        (Reply::Http(status, body), Answer::Hit(_)) => {
+        // The body is checked against prost's reading below; damage past the first span is
+        // not looked at, as the runtime does with an inject body.
+        (Reply::Http(status, _), Answer::Hit(_)) => {
             let status = status
                 .as_deref()
                 .map(str::trim)
                 .and_then(|s| s.parse::<u32>().ok());
             prop_assert!(status.is_some_and(|s| (200..300).contains(&s)));
-            // The answer is read in place as far as its first span: damage past it is not
-            // looked at, as the runtime does with an inject body.
-            let _ = body;
         }
         (Reply::Grpc(code, _), Answer::Hit(_)) => prop_assert_eq!(*code, 0),
         (_, Answer::Failure(reason)) => prop_assert!(!reason.is_empty()),
