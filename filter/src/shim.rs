@@ -17,7 +17,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use crate::answer::{self, Answer, Verdict};
 use crate::config::{self, BackendProtocol, Config};
 use crate::exchange::{Exchange, HeaderEdit};
-use crate::trace_context::Ids;
+use crate::trace_context::{self, Ids, SESSION_HEADER, TRACESTATE};
 
 const INJECT_PATH: &str = "/v1/inject";
 const TRACES_PATH: &str = "/v1/traces";
@@ -364,7 +364,14 @@ impl HttpContext for Stream {
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
-        let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+        let tagged = trace_context::may_be_tagged(
+            request_header(SESSION_HEADER).as_deref(),
+            request_header(TRACESTATE).as_deref(),
+        );
+        if !tagged {
+            return Action::Continue;
+        }
+        let headers = match header_map(MapType::HttpRequestHeaders) {
             Ok(headers) => headers,
             Err(status) => {
                 warn!("softprobe: cannot read the request headers ({status:?}); passing through");
@@ -431,7 +438,7 @@ impl HttpContext for Stream {
         if !self.recording() {
             return Action::Continue;
         }
-        match hostcalls::get_map(MapType::HttpResponseHeaders) {
+        match header_map(MapType::HttpResponseHeaders) {
             Ok(headers) => {
                 if let Some(exchange) = self.exchange.as_mut() {
                     exchange.set_response_headers(headers);
@@ -481,6 +488,31 @@ impl HttpContext for Stream {
         }
         Action::Continue
     }
+}
+
+/// A request header's first value, without copying the whole map out of the host.
+fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+        .map(lossy)
+}
+
+/// A header map with its values read as bytes: Envoy passes obs-text (bytes above 0x7F) in
+/// values, on which the SDK's `String` readers panic.
+fn header_map(map: MapType) -> Result<Vec<(String, String)>, proxy_wasm::types::Status> {
+    hostcalls::get_map_bytes(map).map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(name, value)| (name, lossy(value)))
+            .collect()
+    })
+}
+
+/// Text from header bytes; anything not UTF-8 becomes U+FFFD.
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
 fn now_ns() -> u64 {

@@ -155,9 +155,53 @@ pub fn session_id(headers: &[(String, String)]) -> Option<String> {
         .or_else(|| tracestate_session(&tracestate(headers)).map(str::to_owned))
 }
 
+/// Whether a request may be tagged, judged from the first value of the session header and of
+/// `tracestate` (what a host's one-header lookup returns), so that untagged traffic is told
+/// apart without copying every header out of the host. `false` means [`session_id`] of the
+/// whole map is `None`; `true` with only `tracestate` present means "read them all to know".
+pub fn may_be_tagged(session_header: Option<&str>, first_tracestate: Option<&str>) -> bool {
+    session_header.is_some_and(|id| !id.trim().is_empty()) || first_tracestate.is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shortcut never calls a tagged request untagged, whatever the header lines.
+        #[test]
+        fn a_tagged_request_is_never_taken_for_untagged(
+            lines in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just("x-softprobe-session-id"),
+                        Just("X-Softprobe-Session-Id"),
+                        Just("tracestate"),
+                        Just("Tracestate"),
+                        Just("traceparent"),
+                        Just("accept"),
+                    ],
+                    prop_oneof![
+                        Just(String::new()),
+                        Just(" ".to_owned()),
+                        Just("x-softprobe-session-id=s1".to_owned()),
+                        Just("rojo=1".to_owned()),
+                        "[ -~]{0,12}",
+                    ],
+                ),
+                0..6,
+            )
+        ) {
+            let headers: Vec<(String, String)> =
+                lines.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+            let quick = may_be_tagged(
+                header(&headers, SESSION_HEADER),
+                header(&headers, TRACESTATE),
+            );
+            prop_assert!(quick || session_id(&headers).is_none());
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
