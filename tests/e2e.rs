@@ -475,6 +475,84 @@ async fn a_runtime_in_the_proxys_process_answers_the_filter_without_a_socket() {
     assert_eq!(world.stats(&capture).await["extractedSpans"], 1);
 }
 
+/// Envoy hands a filter header values as bytes, obs-text (bytes above 0x7F) included, and so
+/// does the proxy. A Latin-1 value crosses both ways unchanged, is recorded as text (U+FFFD for
+/// what is not UTF-8), and the filter goes on serving; untagged traffic carries it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_that_are_not_utf8_cross_unchanged_and_are_recorded() {
+    let runtime = Runtime::start(&[]).await;
+    let seen = Seen::default();
+    let recorder = seen.clone();
+    let upstream = serve(Router::new().fallback(any(
+        move |method: Method, uri: axum::http::Uri, headers: HeaderMap| {
+            let seen = recorder.clone();
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push((method.to_string(), uri.path().to_owned(), headers));
+                (
+                    [("x-reply", HeaderValue::from_bytes(b"na\xefve").unwrap())],
+                    "ok",
+                )
+            }
+        },
+    )))
+    .await;
+    let ingress = proxy("inbound", runtime.addr, Some(format!("http://{upstream}"))).await;
+    let client = reqwest::Client::new();
+    let latin1 = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+    let capture = runtime.session("capture").await;
+
+    for session in [Some(capture.as_str()), None, Some(capture.as_str())] {
+        let mut request = client
+            .get(format!("http://{ingress}/menu"))
+            .header("x-dish", latin1.clone());
+        if let Some(session) = session {
+            request = request.header("x-softprobe-session-id", session);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "session {session:?}");
+        assert_eq!(response.headers()["x-reply"].as_bytes(), b"na\xefve");
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+    let seen: Vec<_> = seen.lock().unwrap().drain(..).collect();
+    assert_eq!(seen.len(), 3);
+    for (_, _, headers) in &seen {
+        assert_eq!(headers["x-dish"].as_bytes(), b"caf\xe9");
+    }
+
+    runtime.wait_for_spans(&capture, 2).await;
+    let case: Value = serde_json::from_str(&runtime.close_capture(&capture).await).unwrap();
+    let mut recorded = Vec::new();
+    for trace in case["traces"].as_array().unwrap() {
+        for span in trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+            .as_array()
+            .unwrap()
+        {
+            for attribute in span["attributes"].as_array().unwrap() {
+                let key = attribute["key"].as_str().unwrap();
+                if key == "http.request.header.x-dish" || key == "http.response.header.x-reply" {
+                    let value = attribute["value"]["stringValue"].as_str().unwrap();
+                    recorded.push((key.to_owned(), value.to_owned()));
+                }
+            }
+        }
+    }
+    recorded.sort();
+    let request = (
+        "http.request.header.x-dish".to_owned(),
+        "caf\u{fffd}".to_owned(),
+    );
+    let response = (
+        "http.response.header.x-reply".to_owned(),
+        "na\u{fffd}ve".to_owned(),
+    );
+    assert_eq!(
+        recorded,
+        [request.clone(), request, response.clone(), response]
+    );
+}
+
 /// `softprobe proxy --serve-runtime`: one process, the runtime set up from the environment. On
 /// SIGTERM the proxy finishes first, so its last trace upload lands before the runtime writes
 /// the open capture.

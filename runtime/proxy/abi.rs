@@ -8,24 +8,30 @@ use wasmtime::{Caller, ExternType, Linker, Module, Val};
 
 /// Serializes header pairs the proxy-wasm way: count, then (key length, value length) pairs,
 /// then each key and value followed by a NUL, all lengths little-endian u32.
-pub(super) fn encode_map(pairs: &[(String, String)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (key, value) in pairs {
+pub(super) fn encode_map<'a, I>(pairs: impl Fn() -> I) -> Vec<u8>
+where
+    I: Iterator<Item = (&'a str, &'a [u8])>,
+{
+    let (count, bytes) = pairs().fold((0usize, 4usize), |(count, bytes), (key, value)| {
+        (count + 1, bytes + 8 + key.len() + value.len() + 2)
+    });
+    let mut out = Vec::with_capacity(bytes);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for (key, value) in pairs() {
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     }
-    for (key, value) in pairs {
+    for (key, value) in pairs() {
         out.extend_from_slice(key.as_bytes());
         out.push(0);
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.push(0);
     }
     out
 }
 
-/// Parses the proxy-wasm header-map wire format.
-pub(super) fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+/// Parses the proxy-wasm header-map wire format into borrowed name and value bytes.
+pub(super) fn decode_map(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     let word = |at: usize| {
         bytes
             .get(at..at + 4)
@@ -39,13 +45,19 @@ pub(super) fn decode_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     let mut at = 4 + count * 8;
     let mut pairs = Vec::with_capacity(sizes.len());
     for (key_len, value_len) in sizes {
-        let key = String::from_utf8_lossy(bytes.get(at..at + key_len)?).into_owned();
+        let key = bytes.get(at..at.checked_add(key_len)?)?;
         at += key_len + 1;
-        let value = String::from_utf8_lossy(bytes.get(at..at + value_len)?).into_owned();
+        let value = bytes.get(at..at.checked_add(value_len)?)?;
         at += value_len + 1;
         pairs.push((key, value));
     }
     Some(pairs)
+}
+
+/// Header pairs as text, for the messages a filter sends (calls, local replies).
+fn text_pairs(pairs: Vec<(&[u8], &[u8])>) -> Vec<(String, String)> {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    pairs.into_iter().map(|(k, v)| (text(k), text(v))).collect()
 }
 
 /// Copies `len` bytes at `ptr` out of guest memory.
@@ -192,10 +204,10 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
         "env",
         "proxy_get_header_map_pairs",
         |mut c: Caller<'_, HostState>, kind: i32, out_ptr: i32, out_size: i32| {
-            let Some(pairs) = c.data().headers(kind) else {
+            let Some(head) = c.data().headers(kind) else {
                 return status::NOT_FOUND;
             };
-            let encoded = encode_map(pairs);
+            let encoded = encode_map(|| head.pairs());
             give(&mut c, &encoded, out_ptr, out_size)
         },
     )?;
@@ -203,14 +215,16 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
         "env",
         "proxy_set_header_map_pairs",
         |mut c: Caller<'_, HostState>, kind: i32, ptr: i32, len: i32| {
-            let Some(pairs) = read(&mut c, ptr, len).and_then(|b| decode_map(&b)) else {
+            let Some(bytes) = read(&mut c, ptr, len) else {
+                return status::BAD_ARGUMENT;
+            };
+            let Some(pairs) = decode_map(&bytes) else {
                 return status::BAD_ARGUMENT;
             };
             match c.data_mut().headers_mut(kind) {
-                Some(headers) => {
-                    *headers = pairs;
-                    status::OK
-                }
+                Some(head) => head
+                    .set_all(&pairs)
+                    .map_or(status::BAD_ARGUMENT, |()| status::OK),
                 None => status::NOT_FOUND,
             }
         },
@@ -230,10 +244,10 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
             let value = c
                 .data()
                 .headers(kind)
-                .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)))
-                .map(|(_, v)| v.clone());
+                .and_then(|head| head.value(&key))
+                .map(<[u8]>::to_vec);
             match value {
-                Some(value) => give(&mut c, value.as_bytes(), out_ptr, out_size),
+                Some(value) => give(&mut c, &value, out_ptr, out_size),
                 None => status::NOT_FOUND,
             }
         },
@@ -252,20 +266,17 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
                   value_ptr: i32,
                   value_len: i32| {
                 let (Some(key), Some(value)) = (
-                    read_string(&mut c, key_ptr, key_len),
-                    read_string(&mut c, value_ptr, value_len),
+                    read(&mut c, key_ptr, key_len),
+                    read(&mut c, value_ptr, value_len),
                 ) else {
                     return status::BAD_ARGUMENT;
                 };
-                let Some(headers) = c.data_mut().headers_mut(kind) else {
-                    return status::NOT_FOUND;
-                };
-                let key = key.to_ascii_lowercase();
-                if replace {
-                    headers.retain(|(k, _)| *k != key);
+                match c.data_mut().headers_mut(kind) {
+                    Some(head) => head
+                        .add(&key, &value, replace)
+                        .map_or(status::BAD_ARGUMENT, |()| status::OK),
+                    None => status::NOT_FOUND,
                 }
-                headers.push((key, value));
-                status::OK
             },
         )?;
     }
@@ -276,10 +287,10 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
             let Some(key) = read_string(&mut c, key_ptr, key_len) else {
                 return status::BAD_ARGUMENT;
             };
-            let Some(headers) = c.data_mut().headers_mut(kind) else {
+            let Some(head) = c.data_mut().headers_mut(kind) else {
                 return status::NOT_FOUND;
             };
-            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
+            head.remove(&key);
             status::OK
         },
     )?;
@@ -297,7 +308,7 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
          _grpc: i32| {
             let body = read(&mut c, body_ptr, body_len).unwrap_or_default();
             let headers = read(&mut c, headers_ptr, headers_len)
-                .and_then(|b| decode_map(&b))
+                .and_then(|b| decode_map(&b).map(text_pairs))
                 .unwrap_or_default();
             let status = u16::try_from(code).unwrap_or(500);
             c.data_mut().set_effect(Effect::Local {
@@ -348,7 +359,8 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
             let Some(upstream) = read_string(&mut c, upstream_ptr, upstream_len) else {
                 return status::BAD_ARGUMENT;
             };
-            let Some(headers) = read(&mut c, headers_ptr, headers_len).and_then(|b| decode_map(&b))
+            let Some(headers) =
+                read(&mut c, headers_ptr, headers_len).and_then(|b| decode_map(&b).map(text_pairs))
             else {
                 return status::BAD_ARGUMENT;
             };
@@ -458,11 +470,12 @@ mod tests {
 
     #[test]
     fn header_maps_round_trip() {
-        let pairs = vec![
-            (":method".to_owned(), "GET".to_owned()),
-            ("x-a".to_owned(), String::new()),
-        ];
-        assert_eq!(decode_map(&encode_map(&pairs)), Some(pairs));
+        let pairs: Vec<(&str, &[u8])> =
+            vec![(":method", b"GET"), ("x-a", b""), ("x-b", b"caf\xe9")];
+        let encoded = encode_map(|| pairs.iter().copied());
+        let decoded = decode_map(&encoded).unwrap();
+        let expected: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        assert_eq!(decoded, expected);
         assert_eq!(
             decode_map(&[1, 0, 0, 0, 9]),
             None,

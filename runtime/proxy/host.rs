@@ -2,6 +2,7 @@
 //! read and write, shared by the ABI (`abi.rs`) and the calls into the filter (`vm.rs`).
 
 use super::codes::{buffer, map, status};
+use super::head::Head;
 use std::collections::HashMap;
 use std::time::Duration;
 use wasmtime::{Memory, TypedFunc};
@@ -22,11 +23,8 @@ pub(crate) enum Effect {
     },
 }
 
-/// Header pairs as the proxy-wasm ABI carries them (names may repeat).
-pub(crate) type Headers = Vec<(String, String)>;
-
-/// A message: its headers and body.
-pub(crate) type Message = (Headers, Vec<u8>);
+/// An HTTP call's answer: its head and body.
+pub(crate) type Message = (Head, Vec<u8>);
 
 /// An HTTP call the filter dispatched during a callback, for the host to run.
 #[derive(Debug, Clone)]
@@ -45,9 +43,9 @@ pub(crate) struct PendingCall {
 /// One HTTP stream's data as the filter sees it.
 #[derive(Debug, Default)]
 pub(crate) struct Stream {
-    pub(crate) request_headers: Vec<(String, String)>,
+    pub(crate) request_headers: Head,
     pub(crate) request_body: Vec<u8>,
-    pub(crate) response_headers: Vec<(String, String)>,
+    pub(crate) response_headers: Head,
     pub(crate) response_body: Vec<u8>,
     pub(crate) effect: Option<Effect>,
     /// HTTP calls dispatched by this stream and not answered yet.
@@ -128,7 +126,7 @@ impl HostState {
         status::OK
     }
 
-    pub(crate) fn headers(&self, kind: i32) -> Option<&Vec<(String, String)>> {
+    pub(crate) fn headers(&self, kind: i32) -> Option<&Head> {
         match kind {
             map::REQUEST_HEADERS => self.stream().map(|s| &s.request_headers),
             map::RESPONSE_HEADERS => self.stream().map(|s| &s.response_headers),
@@ -137,7 +135,7 @@ impl HostState {
         }
     }
 
-    pub(crate) fn headers_mut(&mut self, kind: i32) -> Option<&mut Vec<(String, String)>> {
+    pub(crate) fn headers_mut(&mut self, kind: i32) -> Option<&mut Head> {
         match kind {
             map::REQUEST_HEADERS => self.stream_mut().map(|s| &mut s.request_headers),
             map::RESPONSE_HEADERS => self.stream_mut().map(|s| &mut s.response_headers),

@@ -8,6 +8,7 @@
 
 mod abi;
 mod codes;
+mod head;
 mod host;
 mod in_process;
 mod pool;

@@ -121,17 +121,13 @@ pub(super) fn merge(batch: &[PendingCall]) -> PendingCall {
 /// Whether an export's answer refuses it as a whole for what it carries (then each upload
 /// is sent alone).
 pub(super) fn refused_for_content(answer: &Option<Message>) -> bool {
-    let status = answer.as_ref().and_then(|(headers, _)| {
-        headers
-            .iter()
-            .find(|(k, _)| k == ":status")
-            .map(|(_, v)| v.as_str())
-    });
+    let status = answer.as_ref().and_then(|(head, _)| head.pseudo(":status"));
     matches!(status, Some("400" | "413"))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::head::Head;
     use super::*;
     use std::time::Duration;
 
@@ -218,11 +214,14 @@ mod tests {
         assert_eq!(merged.body.as_ref(), [1, 1, 3]);
         assert_eq!(merged.timeout, Duration::from_millis(4997));
         assert!(!merged.headers.iter().any(|(k, _)| k == "content-length"));
-        let answer = |status: &str| Some((vec![(":status".into(), status.into())], Vec::new()));
-        assert!(refused_for_content(&answer("400")));
-        assert!(refused_for_content(&answer("413")));
-        assert!(!refused_for_content(&answer("200")));
-        assert!(!refused_for_content(&answer("503")));
+        let answer = |status: u16| {
+            let status = http::StatusCode::from_u16(status).unwrap();
+            Some((Head::response(status, http::HeaderMap::new()), Vec::new()))
+        };
+        assert!(refused_for_content(&answer(400)));
+        assert!(refused_for_content(&answer(413)));
+        assert!(!refused_for_content(&answer(200)));
+        assert!(!refused_for_content(&answer(503)));
         assert!(!refused_for_content(&None));
     }
 }

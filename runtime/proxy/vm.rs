@@ -2,6 +2,7 @@
 //! with the host-side state its host calls read and write and the calls into its `proxy_on_*`
 //! exports.
 
+use super::head::Head;
 use super::host::{Effect, HostState, Message, PendingCall, Stream};
 use super::{abi, codes};
 use std::collections::HashMap;
@@ -166,11 +167,7 @@ impl Vm {
     }
 
     /// Creates a stream context holding these request headers and body.
-    pub(crate) fn create_stream(
-        &mut self,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> wasmtime::Result<u32> {
+    pub(crate) fn create_stream(&mut self, headers: Head, body: Vec<u8>) -> wasmtime::Result<u32> {
         let context = self.next_context;
         self.next_context += 1;
         self.store.data_mut().streams.insert(
@@ -221,7 +218,7 @@ impl Vm {
     pub(crate) fn on_response(
         &mut self,
         context: u32,
-        headers: Vec<(String, String)>,
+        headers: Head,
         body: Vec<u8>,
     ) -> wasmtime::Result<()> {
         let count = headers.len() as i32;

@@ -7,7 +7,8 @@
 //! its tasks can run on a plain current-thread runtime: under a `LocalSet`, every socket
 //! wake-up also writes the runtime's eventfd.
 
-use super::host::{Effect, Headers, Message, PendingCall};
+use super::head::Head;
+use super::host::{Effect, Message, PendingCall};
 use super::in_process::InProcessRuntime;
 use super::pool::{self, Pool};
 use super::uploads::{self, UploadKey, Uploads};
@@ -15,7 +16,7 @@ use super::vm::Vm;
 use super::{HOP_BY_HOP, MAX_BODY_BYTES};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -175,11 +176,12 @@ impl Worker {
                 );
             }
         };
-        let headers = request_pairs(&parts, authority);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let head = Head::request(parts.method.as_str(), path, &authority, parts.headers);
         let (tx, mut decided) = oneshot::channel();
         let (stream, proceed) = {
             let mut vm = self.vm();
-            let context = match vm.create_stream(headers, body) {
+            let context = match vm.create_stream(head, body) {
                 Ok(context) => context,
                 Err(err) => {
                     return text(StatusCode::BAD_GATEWAY, format!("filter failed: {err}\n"));
@@ -239,16 +241,16 @@ impl Worker {
     /// Sends the request (as the filter left it) upstream, runs the response callbacks,
     /// answers.
     async fn forward(self: &Arc<Self>, context: u32, base: &str) -> Response<Body> {
-        let Some((headers, body)) = self.vm().take_request(context) else {
+        let Some((head, body)) = self.vm().take_request(context) else {
             return text(StatusCode::BAD_GATEWAY, "the stream vanished\n".into());
         };
-        let (request, origin) = match outgoing(base, &headers, body.into()) {
+        let (request, origin) = match forwarded(base, head, body.into()) {
             Ok(request) => request,
             Err(err) => return text(StatusCode::BAD_GATEWAY, format!("bad request: {err}\n")),
         };
         // The URL is only spelled out for an error.
         let path = request.uri().clone();
-        let (status, response_headers, body) = match self.exchange(&origin, request).await {
+        let (parts, body) = match self.exchange(&origin, request).await {
             Ok(answer) => answer,
             Err(err) => {
                 return text(
@@ -260,37 +262,32 @@ impl Worker {
                 );
             }
         };
-        let (headers, body) = {
+        let (head, body) = {
             let mut vm = self.vm();
-            if let Err(err) = vm.on_response(context, response_headers, body) {
+            let head = Head::response(parts.status, parts.headers);
+            if let Err(err) = vm.on_response(context, head, Vec::from(body)) {
                 tracing::error!(%err, "Filter trapped on a response; passing it on.");
             }
             vm.take_response(context).unwrap_or_default()
         };
         self.settle();
         let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        copy_headers(&headers, response.headers_mut());
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = head.into_headers();
         response
     }
 
-    /// One HTTP exchange, over the pools or into the runtime in this process: status, headers
-    /// as proxy-wasm pairs, whole body.
+    /// One HTTP exchange, over the pools or into the runtime in this process: the answer's
+    /// head and whole body.
     async fn exchange(
         &self,
         origin: &str,
         request: Request<Body>,
-    ) -> Result<(StatusCode, Headers, Vec<u8>), BoxError> {
-        let (parts, body) = match &self.in_process {
-            Some(runtime) if runtime.serves(origin) => runtime.exchange(request).await?,
-            _ => self.pool.exchange(origin, request).await?,
-        };
-        let mut headers = Vec::with_capacity(parts.headers.len() + 1);
-        headers.push((":status".to_owned(), parts.status.as_str().to_owned()));
-        for (name, value) in &parts.headers {
-            headers.push((name.as_str().to_owned(), lossy(value)));
+    ) -> Result<(http::response::Parts, Bytes), BoxError> {
+        match &self.in_process {
+            Some(runtime) if runtime.serves(origin) => runtime.exchange(request).await,
+            _ => self.pool.exchange(origin, request).await,
         }
-        Ok((parts.status, headers, Vec::from(body)))
     }
 
     /// Routes the filter's decisions to their held streams and starts the HTTP calls it
@@ -369,7 +366,9 @@ impl Worker {
         let path = request.uri().clone();
         let url = || format!("http://{origin}{path}");
         match tokio::time::timeout(call.timeout, self.exchange(&origin, request)).await {
-            Ok(Ok((_, headers, body))) => Some((headers, body)),
+            Ok(Ok((parts, body))) => {
+                Some((Head::response(parts.status, parts.headers), Vec::from(body)))
+            }
             Ok(Err(err)) => {
                 let err = crate::commands::error_chain(&*err);
                 tracing::debug!(url = url(), %err, "Filter HTTP call failed.");
@@ -425,35 +424,8 @@ async fn read_body(body: Incoming) -> Result<Vec<u8>, BoxError> {
     Ok(Vec::from(body))
 }
 
-fn lossy(value: &HeaderValue) -> String {
-    String::from_utf8_lossy(value.as_bytes()).into_owned()
-}
-
-/// The request as proxy-wasm header pairs: pseudo-headers first, then the headers that
-/// describe the message (not `host`, which is `:authority`, nor hop-by-hop ones).
-fn request_pairs(parts: &Parts, authority: String) -> Headers {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/".to_owned(), |p| p.as_str().to_owned());
-    let mut headers = Vec::with_capacity(parts.headers.len() + 4);
-    headers.extend([
-        (":method".to_owned(), parts.method.as_str().to_owned()),
-        (":path".to_owned(), path),
-        (":authority".to_owned(), authority),
-        (":scheme".to_owned(), "http".to_owned()),
-    ]);
-    for (name, value) in &parts.headers {
-        if name != http::header::HOST && !HOP_BY_HOP.contains(&name.as_str()) {
-            headers.push((name.as_str().to_owned(), lossy(value)));
-        }
-    }
-    headers
-}
-
-/// An HTTP request from proxy-wasm pseudo-headers and headers: method, `base`'s path +
-/// `:path`, `:authority` as `host`, the rest minus hop-by-hop headers. Returns it with the
-/// origin (`host:port`) it goes to.
+/// A filter's HTTP call as a request: method, `base`'s path + `:path`, `:authority` as `host`,
+/// the rest minus hop-by-hop headers. Returns it with the origin (`host:port`) it goes to.
 fn outgoing(
     base: &str,
     headers: &[(String, String)],
@@ -465,15 +437,7 @@ fn outgoing(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let method = header(":method")
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(Method::GET);
-    let (origin, prefix) = origin(base)?;
-    let path = format!("{prefix}{}", header(":path").unwrap_or("/"));
-    // Filled in place: `http`'s builder moves the whole request head at every header.
-    let mut request = Request::new(Full::new(body));
-    *request.method_mut() = method;
-    *request.uri_mut() = path.try_into()?;
+    let (mut request, origin) = request_to(base, header(":method"), header(":path"), body)?;
     let into = request.headers_mut();
     into.reserve(headers.len());
     if let Some(authority) = header(":authority") {
@@ -487,6 +451,41 @@ fn outgoing(
             );
         }
     }
+    Ok((request, origin))
+}
+
+/// A stream's request as the filter left it, to its upstream: its headers move over as they
+/// are, `:authority` becomes `host`.
+fn forwarded(base: &str, head: Head, body: Bytes) -> Result<(Request<Body>, String), BoxError> {
+    let (mut request, origin) =
+        request_to(base, head.pseudo(":method"), head.pseudo(":path"), body)?;
+    let host = head
+        .pseudo(":authority")
+        .map(HeaderValue::try_from)
+        .transpose()?;
+    *request.headers_mut() = head.into_headers();
+    match host {
+        Some(host) => request.headers_mut().insert(http::header::HOST, host),
+        None => request.headers_mut().remove(http::header::HOST),
+    };
+    Ok((request, origin))
+}
+
+/// A request without headers to `base` + `path` (GET and `/` when not given), filled in
+/// place: `http`'s builder moves the whole request head at every header.
+fn request_to(
+    base: &str,
+    method: Option<&str>,
+    path: Option<&str>,
+    body: Bytes,
+) -> Result<(Request<Body>, String), BoxError> {
+    let method = method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(Method::GET);
+    let (origin, prefix) = origin(base)?;
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = Uri::try_from(format!("{prefix}{}", path.unwrap_or("/")))?;
     Ok((request, origin))
 }
 
