@@ -60,14 +60,16 @@ fn text_pairs(pairs: Vec<(&[u8], &[u8])>) -> Vec<(String, String)> {
     pairs.into_iter().map(|(k, v)| (text(k), text(v))).collect()
 }
 
+/// The `len` bytes at `ptr` in guest memory.
+fn guest_bytes(memory: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
+    let (start, len) = (usize::try_from(ptr).ok()?, usize::try_from(len).ok()?);
+    memory.get(start..start.checked_add(len)?)
+}
+
 /// Copies `len` bytes at `ptr` out of guest memory.
 fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Option<Vec<u8>> {
     let memory = caller.data().memory?;
-    let (start, len) = (usize::try_from(ptr).ok()?, usize::try_from(len).ok()?);
-    memory
-        .data(&caller)
-        .get(start..start.checked_add(len)?)
-        .map(<[u8]>::to_vec)
+    guest_bytes(memory.data(&caller), ptr, len).map(<[u8]>::to_vec)
 }
 
 fn read_string(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Option<String> {
@@ -238,13 +240,17 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
          key_len: i32,
          out_ptr: i32,
          out_size: i32| {
-            let Some(key) = read_string(&mut c, key_ptr, key_len) else {
+            let Some(memory) = c.data().memory else {
+                return status::INTERNAL_FAILURE;
+            };
+            // The key is read in place: this runs a few times per request.
+            let Some(key) = guest_bytes(memory.data(&c), key_ptr, key_len) else {
                 return status::BAD_ARGUMENT;
             };
             let value = c
                 .data()
                 .headers(kind)
-                .and_then(|head| head.value(&key))
+                .and_then(|head| head.value(&String::from_utf8_lossy(key)))
                 .map(<[u8]>::to_vec);
             match value {
                 Some(value) => give(&mut c, &value, out_ptr, out_size),

@@ -4,7 +4,7 @@
 //! filter leaves alone (all untagged traffic) is forwarded without being converted, and
 //! values reach the filter as the bytes they are, as in Envoy.
 
-use super::HOP_BY_HOP;
+use super::{HOP_BY_HOP, is_hop_by_hop};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// A name or value a filter gave that HTTP cannot carry.
@@ -44,12 +44,7 @@ impl Head {
 
     /// How many pairs the filter sees.
     pub(crate) fn len(&self) -> usize {
-        self.pseudo.len()
-            + self
-                .headers
-                .iter()
-                .filter(|(k, _)| shown(k.as_str()))
-                .count()
+        self.pseudo.len() + self.headers.iter().filter(|(k, _)| shown(k)).count()
     }
 
     /// Every pair the filter sees, in order: pseudo-headers, then each header value but
@@ -59,7 +54,7 @@ impl Head {
         let headers = self
             .headers
             .iter()
-            .filter(|(k, _)| shown(k.as_str()))
+            .filter(|(k, _)| shown(k))
             .map(|(k, v)| (k.as_str(), v.as_bytes()));
         pseudo.chain(headers)
     }
@@ -77,19 +72,23 @@ impl Head {
         if name.starts_with(':') {
             return self.pseudo(name).map(str::as_bytes);
         }
-        if !shown(name) {
-            return None;
-        }
-        self.headers.get(name).map(HeaderValue::as_bytes)
+        let value = self.headers.get(name)?;
+        let hidden = name.eq_ignore_ascii_case("host") || is_hop_by_hop(name);
+        (!hidden).then(|| value.as_bytes())
     }
 
     /// The headers to send on: without hop-by-hop ones, which belong to the connection the
     /// head came in on (or a filter set).
     pub(crate) fn into_headers(mut self) -> HeaderMap {
-        for name in HOP_BY_HOP {
-            self.headers.remove(name);
-        }
+        strip_hop_by_hop(&mut self.headers);
         self.headers
+    }
+
+    /// A copy of the headers to send on, without hop-by-hop ones.
+    pub(crate) fn to_headers(&self) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        headers
     }
 
     /// Replaces every pair; on an invalid one nothing changes.
@@ -139,10 +138,25 @@ impl Head {
     }
 }
 
+/// Removes the hop-by-hop headers there are: looking up each name that is not there would
+/// hash it for nothing.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[at] = true;
+        }
+    }
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
+    }
+}
+
 /// Whether the filter sees a header: not `host` (it is `:authority`), not hop-by-hop.
-fn shown(name: &str) -> bool {
-    let is = |other: &str| other.eq_ignore_ascii_case(name);
-    !is("host") && !HOP_BY_HOP.into_iter().any(is)
+fn shown(name: &HeaderName) -> bool {
+    name != http::header::HOST && !HOP_BY_HOP.contains(name)
 }
 
 #[cfg(test)]

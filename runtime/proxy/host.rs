@@ -3,6 +3,7 @@
 
 use super::codes::{buffer, map, status};
 use super::head::Head;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::time::Duration;
 use wasmtime::{Memory, TypedFunc};
@@ -58,7 +59,8 @@ pub(crate) struct Stream {
 pub(crate) struct HostState {
     pub(crate) plugin_configuration: Vec<u8>,
     pub(crate) effective: u32,
-    pub(crate) streams: HashMap<u32, Stream>,
+    /// Looked up at every host call: hashed cheaply (a stream number is not attacker input).
+    pub(crate) streams: FxHashMap<u32, Stream>,
     /// Streams whose effect was set since the host last took them: answers are routed to
     /// their streams without scanning every live one.
     pub(crate) decided: Vec<u32>,

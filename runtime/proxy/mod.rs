@@ -30,17 +30,23 @@ use vm::{Filter, Vm};
 /// Largest request or response body the proxy buffers, in bytes.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// Headers that describe one connection, not the message; never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
+/// Headers that describe one connection, not the message; never forwarded. Kept as names so
+/// that finding them in a `HeaderMap` parses nothing.
+static HOP_BY_HOP: [http::HeaderName; 8] = [
+    http::header::CONNECTION,
+    http::HeaderName::from_static("keep-alive"),
+    http::HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::CONTENT_LENGTH,
 ];
+
+/// Whether a header name (any case) is hop-by-hop.
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|hop| hop == name)
+}
 
 /// Workers when none are asked for: half the CPUs, at least one. The proxy shares its machine
 /// with the app it fronts, the runtime and the test driving them; on two cores, a second worker

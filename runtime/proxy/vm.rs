@@ -5,6 +5,7 @@
 use super::head::Head;
 use super::host::{Effect, HostState, Message, PendingCall, Stream};
 use super::{abi, codes};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::path::Path;
 use wasmtime::{Engine, Instance, Linker, Module, Store, TypedFunc};
@@ -102,7 +103,7 @@ impl Filter {
         let state = HostState {
             plugin_configuration: self.configuration.clone(),
             effective: ROOT_CONTEXT,
-            streams: HashMap::new(),
+            streams: FxHashMap::default(),
             decided: Vec::new(),
             call_response: None,
             pending_calls: Vec::new(),
@@ -266,15 +267,17 @@ impl Vm {
         result
     }
 
-    /// The request headers and body as the filter left them, for forwarding. The body moves
-    /// out: the filter is done with it once the request leaves.
-    pub(crate) fn take_request(&mut self, context: u32) -> Option<Message> {
-        self.store.data_mut().streams.get_mut(&context).map(|s| {
-            (
-                s.request_headers.clone(),
-                std::mem::take(&mut s.request_body),
-            )
-        })
+    /// What to forward of the request as the filter left it: `forward` gets its head and
+    /// headers (the filter may still read them) and the body, which moves out: the filter is
+    /// done with it once the request leaves.
+    pub(crate) fn take_request<T>(
+        &mut self,
+        context: u32,
+        forward: impl FnOnce(&Head, Vec<u8>) -> T,
+    ) -> Option<T> {
+        let stream = self.store.data_mut().streams.get_mut(&context)?;
+        let body = std::mem::take(&mut stream.request_body);
+        Some(forward(&stream.request_headers, body))
     }
 
     /// The response headers and body as the filter left them; they move out.

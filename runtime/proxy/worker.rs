@@ -13,7 +13,7 @@ use super::in_process::InProcessRuntime;
 use super::pool::{self, Pool};
 use super::uploads::{self, UploadKey, Uploads};
 use super::vm::Vm;
-use super::{HOP_BY_HOP, MAX_BODY_BYTES};
+use super::{MAX_BODY_BYTES, is_hop_by_hop};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -21,7 +21,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -96,7 +96,7 @@ struct Worker {
     /// Never held across an await.
     vm: Mutex<Vm>,
     /// Streams held for the filter's decision, by context.
-    waiters: Mutex<HashMap<u32, oneshot::Sender<Effect>>>,
+    waiters: Mutex<FxHashMap<u32, oneshot::Sender<Effect>>>,
     /// Trace uploads waiting for their target's export in flight (`uploads.rs`).
     uploads: Mutex<Uploads>,
     /// Keep-alive connections to the upstreams and to the filter's clusters.
@@ -144,7 +144,7 @@ impl Worker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn waiters(&self) -> MutexGuard<'_, HashMap<u32, oneshot::Sender<Effect>>> {
+    fn waiters(&self) -> MutexGuard<'_, FxHashMap<u32, oneshot::Sender<Effect>>> {
         self.waiters
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -241,12 +241,15 @@ impl Worker {
     /// Sends the request (as the filter left it) upstream, runs the response callbacks,
     /// answers.
     async fn forward(self: &Arc<Self>, context: u32, base: &str) -> Response<Body> {
-        let Some((head, body)) = self.vm().take_request(context) else {
-            return text(StatusCode::BAD_GATEWAY, "the stream vanished\n".into());
-        };
-        let (request, origin) = match forwarded(base, head, body.into()) {
-            Ok(request) => request,
-            Err(err) => return text(StatusCode::BAD_GATEWAY, format!("bad request: {err}\n")),
+        let forwarded = self
+            .vm()
+            .take_request(context, |head, body| forwarded(base, head, body.into()));
+        let (request, origin) = match forwarded {
+            Some(Ok(request)) => request,
+            Some(Err(err)) => {
+                return text(StatusCode::BAD_GATEWAY, format!("bad request: {err}\n"));
+            }
+            None => return text(StatusCode::BAD_GATEWAY, "the stream vanished\n".into()),
         };
         // The URL is only spelled out for an error.
         let path = request.uri().clone();
@@ -444,7 +447,7 @@ fn outgoing(
         into.insert(http::header::HOST, authority.try_into()?);
     }
     for (name, value) in headers {
-        if !name.starts_with(':') && !HOP_BY_HOP.contains(&name.as_str()) {
+        if !name.starts_with(':') && !is_hop_by_hop(name) {
             into.append(
                 HeaderName::try_from(name.as_str())?,
                 value.as_str().try_into()?,
@@ -456,14 +459,14 @@ fn outgoing(
 
 /// A stream's request as the filter left it, to its upstream: its headers move over as they
 /// are, `:authority` becomes `host`.
-fn forwarded(base: &str, head: Head, body: Bytes) -> Result<(Request<Body>, String), BoxError> {
+fn forwarded(base: &str, head: &Head, body: Bytes) -> Result<(Request<Body>, String), BoxError> {
     let (mut request, origin) =
         request_to(base, head.pseudo(":method"), head.pseudo(":path"), body)?;
     let host = head
         .pseudo(":authority")
         .map(HeaderValue::try_from)
         .transpose()?;
-    *request.headers_mut() = head.into_headers();
+    *request.headers_mut() = head.to_headers();
     match host {
         Some(host) => request.headers_mut().insert(http::header::HOST, host),
         None => request.headers_mut().remove(http::header::HOST),
@@ -527,7 +530,7 @@ fn local_reply(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Resp
 
 fn copy_headers(pairs: &[(String, String)], into: &mut HeaderMap) {
     for (name, value) in pairs {
-        if name.starts_with(':') || HOP_BY_HOP.contains(&name.as_str()) {
+        if name.starts_with(':') || is_hop_by_hop(name) {
             continue;
         }
         if let (Ok(name), Ok(value)) = (
