@@ -22,12 +22,12 @@ const PSEUDO: [&str; 5] = [":method", ":path", ":authority", ":scheme", ":status
 
 impl Head {
     /// A request head.
-    pub(crate) fn request(method: &str, path: &str, authority: &str, headers: HeaderMap) -> Self {
+    pub(crate) fn request(method: &str, path: &str, authority: String, headers: HeaderMap) -> Self {
         Self {
             pseudo: vec![
                 (":method", method.to_owned()),
                 (":path", path.to_owned()),
-                (":authority", authority.to_owned()),
+                (":authority", authority),
                 (":scheme", "http".to_owned()),
             ],
             headers,
@@ -170,7 +170,7 @@ mod tests {
         headers.append("accept", HeaderValue::from_static("a"));
         headers.append("accept", HeaderValue::from_static("b"));
         headers.insert("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
-        Head::request("GET", "/p?q=1", "app:8080", headers)
+        Head::request("GET", "/p?q=1", "app:8080".to_owned(), headers)
     }
 
     #[test]

@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -177,7 +178,7 @@ impl Worker {
             }
         };
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let head = Head::request(parts.method.as_str(), path, &authority, parts.headers);
+        let head = Head::request(parts.method.as_str(), path, authority, parts.headers);
         let (tx, mut decided) = oneshot::channel();
         let (stream, proceed) = {
             let mut vm = self.vm();
@@ -217,7 +218,7 @@ impl Worker {
 
     /// Where the request goes: the reverse-proxy upstream, or the absolute-form target; with
     /// the authority the filter sees.
-    fn target(&self, parts: &Parts) -> Option<(String, String)> {
+    fn target(&self, parts: &Parts) -> Option<(Cow<'_, str>, String)> {
         match (
             &self.upstream,
             parts.uri.scheme_str(),
@@ -229,11 +230,12 @@ impl Worker {
                     .get(http::header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or_default();
-                Some((upstream.clone(), host.to_owned()))
+                Some((Cow::Borrowed(upstream), host.to_owned()))
             }
-            (None, Some("http"), Some(authority)) => {
-                Some((format!("http://{authority}"), authority.to_string()))
-            }
+            (None, Some("http"), Some(authority)) => Some((
+                Cow::Owned(format!("http://{authority}")),
+                authority.to_string(),
+            )),
             (None, _, _) => None,
         }
     }
@@ -489,9 +491,13 @@ fn request_to(
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
         .unwrap_or(Method::GET);
     let (origin, prefix) = origin(base)?;
+    let path = path.unwrap_or("/");
+    let mut uri = String::with_capacity(prefix.len() + path.len());
+    uri.push_str(prefix);
+    uri.push_str(path);
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method;
-    *request.uri_mut() = Uri::try_from(format!("{prefix}{}", path.unwrap_or("/")))?;
+    *request.uri_mut() = Uri::try_from(uri)?;
     Ok((request, origin))
 }
 
