@@ -2,7 +2,7 @@
 # User-space instructions per request through `softprobe proxy`, counted by callgrind. Unlike a
 # time, the count does not move with the host's load (runs repeat to within about 0.1 %), so two
 # builds can be compared on a busy machine. It is not a speed: the kernel's work (loopback TCP,
-# wake-ups; about two thirds of a passthrough hop's CPU) is not counted.
+# wake-ups; about 60 % of a passthrough hop's CPU) is not counted.
 #
 #   bench/proxy-instructions.sh passthrough|mocked SOFTPROBE_BINARY FILTER_WASM
 #
