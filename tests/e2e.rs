@@ -555,7 +555,8 @@ async fn header_values_that_are_not_utf8_cross_unchanged_and_are_recorded() {
 
 /// `softprobe proxy --serve-runtime`: one process, the runtime set up from the environment. On
 /// SIGTERM the proxy finishes first, so its last trace upload lands before the runtime writes
-/// the open capture.
+/// the open capture. Run at debug, it shows the filter's debug lines too: the filter logs from
+/// the level the host reports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_serves_the_proxy_and_the_runtime_and_stops_in_order() {
     let captures = tempfile::tempdir().unwrap();
@@ -567,7 +568,7 @@ async fn one_process_serves_the_proxy_and_the_runtime_and_stops_in_order() {
         "sp_backend_url": format!("http://{runtime}"),
         "service_name": "orders",
     });
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_softprobe"))
         .args(["proxy", "--serve-runtime", "--listen", &proxy])
         .args(["--upstream", &format!("http://{app}")])
         .args(["--config", &config.to_string()])
@@ -579,7 +580,8 @@ async fn one_process_serves_the_proxy_and_the_runtime_and_stops_in_order() {
             format!("127.0.0.1:{}", free_port()),
         )
         .env("SOFTPROBE_CAPTURE_DIR", captures.path())
-        .stderr(std::process::Stdio::null())
+        .env("RUST_LOG", "info,softprobe::filter=debug")
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let id = session_once_up(&format!("http://{runtime}"), "capture").await;
@@ -596,13 +598,18 @@ async fn one_process_serves_the_proxy_and_the_runtime_and_stops_in_order() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exited = tokio::task::spawn_blocking(move || child.wait());
+    let exited = tokio::task::spawn_blocking(move || child.wait_with_output());
     let exited = tokio::time::timeout(Duration::from_secs(20), exited)
         .await
         .expect("the process stops within its shutdown deadline")
         .unwrap()
         .unwrap();
-    assert!(exited.success());
+    assert!(exited.status.success());
+    let logged = String::from_utf8_lossy(&exited.stderr);
+    assert!(
+        logged.contains(&format!("session={id}: exchange uploaded")),
+        "the filter's debug line:\n{logged}"
+    );
     let case = std::fs::read(captures.path().join(format!("{id}.case.json"))).unwrap();
     let case: Value = serde_json::from_slice(&case).unwrap();
     assert_eq!(

@@ -113,6 +113,12 @@ fn log_enabled(level: i32) -> bool {
     }
 }
 
+/// The lowest proxy-wasm level the host writes, for `proxy_get_log_level`: a filter that asks
+/// skips formatting lines nobody reads. Never above error, so refusals still arrive.
+fn log_level() -> i32 {
+    (0..4).find(|level| log_enabled(*level)).unwrap_or(4)
+}
+
 /// Binds every host function the filter uses. Any other `env` import the module declares
 /// answers `UNIMPLEMENTED` (properties: `NOT_FOUND`); other unknown imports trap if called.
 pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime::Result<()> {
@@ -150,6 +156,14 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
                 c.data_mut().log(level, &message);
             }
             status::OK
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_log_level",
+        |mut c: Caller<'_, HostState>, out: i32| {
+            write(&mut c, out, &log_level().to_le_bytes())
+                .map_or(status::INTERNAL_FAILURE, |()| status::OK)
         },
     )?;
     linker.func_wrap(
