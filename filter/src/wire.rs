@@ -1,15 +1,13 @@
 //! OTLP protobuf written and read in place: the field numbers of the messages the filter
-//! sends and reads, the framing it writes them with, and a reader that borrows what it reads.
+//! sends and reads, the framing it writes them with, and the answer's attributes read with
+//! the runtime's reader (`softprobe_otlp::wire`), borrowed from the answer.
 //!
 //! The filter sends one span per request it asks about and reads one answer back; building
-//! and freeing prost's message trees for them was the largest share of its CPU per request
-//! (the runtime reads its side in place for the same reason). prost still encodes a span's
-//! plain fields and supplies the varint and key primitives.
+//! and freeing prost's message trees for them was the largest share of its CPU per request.
+//! prost still encodes a span's plain fields and supplies the varint and key primitives.
 
-use prost::encoding::{
-    DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint,
-    encoded_len_varint, key_len, skip_field,
-};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use softprobe_otlp::wire::{Field, Fields};
 
 pub(crate) const TRACES_DATA_RESOURCE_SPANS: u32 = 1;
 pub(crate) const RESOURCE_SPANS_RESOURCE: u32 = 1;
@@ -52,7 +50,7 @@ pub(crate) enum Value<'a> {
 /// The attributes (key, value) of the first span in an OTLP `TracesData`, in order, borrowed
 /// from it; `None` when it holds no span. Only the messages on the way to them are read; the
 /// other fields are framed and skipped, and what is read is checked as prost would check it
-/// (framing, UTF-8).
+/// (framing, wire types, UTF-8).
 pub(crate) fn first_span_attributes(
     traces: &[u8],
 ) -> Result<Option<Vec<(&str, Value<'_>)>>, String> {
@@ -60,16 +58,27 @@ pub(crate) fn first_span_attributes(
         return Ok(None);
     };
     let mut attributes = Vec::new();
-    for key_value in messages(span, SPAN_ATTRIBUTES) {
+    for key_value in messages(span, SPAN_ATTRIBUTES, "Span.attributes") {
         attributes.push(key_value_of(key_value?)?);
     }
     Ok(Some(attributes))
 }
 
 fn first_span(traces: &[u8]) -> Result<Option<&[u8]>, String> {
-    for resource_spans in messages(traces, TRACES_DATA_RESOURCE_SPANS) {
-        for scope_spans in messages(resource_spans?, RESOURCE_SPANS_SCOPE_SPANS) {
-            if let Some(span) = messages(scope_spans?, SCOPE_SPANS_SPANS).next() {
+    let resource_spans = messages(
+        traces,
+        TRACES_DATA_RESOURCE_SPANS,
+        "TracesData.resource_spans",
+    );
+    for resource_spans in resource_spans {
+        let scope_spans = messages(
+            resource_spans?,
+            RESOURCE_SPANS_SCOPE_SPANS,
+            "ResourceSpans.scope_spans",
+        );
+        for scope_spans in scope_spans {
+            if let Some(span) = messages(scope_spans?, SCOPE_SPANS_SPANS, "ScopeSpans.spans").next()
+            {
                 return span.map(Some);
             }
         }
@@ -78,19 +87,25 @@ fn first_span(traces: &[u8]) -> Result<Option<&[u8]>, String> {
 }
 
 /// A `KeyValue`. A field that repeats overrides the earlier one, and repeated `value`
-/// messages merge, as in protobuf.
+/// messages merge, as in protobuf: the last field of the value's `oneof` (1 to 8) wins.
 fn key_value_of(key_value: &[u8]) -> Result<(&str, Value<'_>), String> {
     let (mut key, mut value) = ("", Value::Other);
-    for field in Fields(key_value) {
+    for field in Fields::new(key_value) {
         match field? {
-            (KEY_VALUE_KEY, Field::Bytes(bytes)) => key = utf8(bytes)?,
-            (KEY_VALUE_VALUE, Field::Bytes(any_value)) => {
-                for field in Fields(any_value) {
+            (KEY_VALUE_KEY, field) => key = field.text("KeyValue.key")?,
+            (KEY_VALUE_VALUE, field) => {
+                for field in Fields::new(field.bytes("KeyValue.value")?) {
                     value = match field? {
-                        (ANY_VALUE_STRING, Field::Bytes(bytes)) => Value::String(utf8(bytes)?),
+                        (ANY_VALUE_STRING, field) => {
+                            Value::String(field.text("AnyValue.string_value")?)
+                        }
                         // An int64 is the varint of its two's complement.
                         (ANY_VALUE_INT, Field::Varint(int)) => Value::Int(int as i64),
-                        _ => Value::Other,
+                        (ANY_VALUE_INT, _) => {
+                            return Err("AnyValue.int_value: wrong wire type".into());
+                        }
+                        (1..=8, _) => Value::Other,
+                        _ => continue,
                     };
                 }
             }
@@ -100,65 +115,15 @@ fn key_value_of(key_value: &[u8]) -> Result<(&str, Value<'_>), String> {
     Ok((key, value))
 }
 
-fn utf8(bytes: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(bytes).map_err(|_| "a string is not valid UTF-8".to_owned())
-}
-
-/// The length-delimited fields `tag` of `message`, in order.
-fn messages(message: &[u8], tag: u32) -> impl Iterator<Item = Result<&[u8], String>> {
-    Fields(message).filter_map(move |field| match field {
-        Ok((found, Field::Bytes(bytes))) if found == tag => Some(Ok(bytes)),
+/// The length-delimited fields `tag` of `message`, in order (`what` names them in a refusal).
+fn messages<'a>(
+    message: &'a [u8],
+    tag: u32,
+    what: &'static str,
+) -> impl Iterator<Item = Result<&'a [u8], String>> {
+    Fields::new(message).filter_map(move |field| match field {
+        Ok((found, field)) if found == tag => Some(field.bytes(what)),
         Ok(_) => None,
         Err(err) => Some(Err(err)),
     })
-}
-
-enum Field<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Skipped,
-}
-
-/// A message's fields, in order; stops at the first malformed one.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u32, Field<'a>), String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let field = self.read();
-        if field.is_err() {
-            self.0 = &[];
-        }
-        Some(field)
-    }
-}
-
-impl<'a> Fields<'a> {
-    fn read(&mut self) -> Result<(u32, Field<'a>), String> {
-        let buf = &mut self.0;
-        let (tag, wire_type) = decode_key(buf).map_err(|err| err.to_string())?;
-        let field = match wire_type {
-            WireType::Varint => Field::Varint(decode_varint(buf).map_err(|err| err.to_string())?),
-            WireType::LengthDelimited => {
-                let len = decode_varint(buf).map_err(|err| err.to_string())?;
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|len| *len <= buf.len())
-                    .ok_or("a length runs past the end")?;
-                let (bytes, rest) = buf.split_at(len);
-                *buf = rest;
-                Field::Bytes(bytes)
-            }
-            other => {
-                skip_field(other, tag, buf, DecodeContext::default())
-                    .map_err(|err| err.to_string())?;
-                Field::Skipped
-            }
-        };
-        Ok((tag, field))
-    }
 }

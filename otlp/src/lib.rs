@@ -8,6 +8,8 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+pub mod wire;
+
 /// Span and resource attribute keys of the Softprobe OTLP vocabulary.
 pub mod keys {
     /// The session a span belongs to.
