@@ -5,8 +5,12 @@ use super::codes::{buffer, map, status};
 use super::head::Head;
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Memory, TypedFunc};
+
+/// Cluster names a filter instance remembers the URL of, `--cluster` entries included.
+const MAX_CLUSTERS: usize = 256;
 
 /// What a stream's filter decided outside its callback's return value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +38,7 @@ pub(crate) struct PendingCall {
     /// The stream that dispatched it.
     pub(crate) context: u32,
     /// The cluster's base URL, resolved at dispatch.
-    pub(crate) base: String,
+    pub(crate) base: Arc<str>,
     pub(crate) headers: Vec<(String, String)>,
     /// Shared, so a trace upload merged into an export can still be sent alone.
     pub(crate) body: bytes::Bytes,
@@ -68,7 +72,7 @@ pub(crate) struct HostState {
     pub(crate) pending_calls: Vec<PendingCall>,
     pub(crate) next_token: u32,
     /// Cluster name → base URL.
-    pub(crate) clusters: HashMap<String, String>,
+    pub(crate) clusters: HashMap<String, Arc<str>>,
     /// Error lines logged while the filter starts, to explain a refusal; `None` afterwards.
     pub(crate) configure_errors: Option<Vec<String>>,
     /// The guest's memory and allocator, looked up once after instantiation.
@@ -160,19 +164,24 @@ impl HostState {
     }
 
     /// The base URL of a cluster: `--cluster` entries first, then the Istio-style
-    /// `outbound|<port>||<host>` name the filter derives from its backend URL.
-    pub(crate) fn resolve(&self, cluster: &str) -> Option<String> {
+    /// `outbound|<port>||<host>` name the filter derives from its backend URL. A derived URL
+    /// is remembered (up to [`MAX_CLUSTERS`] names), so a call costs one lookup.
+    pub(crate) fn resolve(&mut self, cluster: &str) -> Option<Arc<str>> {
         if let Some(url) = self.clusters.get(cluster) {
             return Some(url.clone());
         }
         let mut parts = cluster.split('|');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        let url: Arc<str> = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("outbound"), Some(port), Some(_), Some(host))
                 if !host.is_empty() && port.parse::<u16>().is_ok() =>
             {
-                Some(format!("http://{host}:{port}"))
+                format!("http://{host}:{port}").into()
             }
-            _ => None,
+            _ => return None,
+        };
+        if self.clusters.len() < MAX_CLUSTERS {
+            self.clusters.insert(cluster.to_owned(), url.clone());
         }
+        Some(url)
     }
 }

@@ -11,6 +11,7 @@
 
 use super::host::{Message, PendingCall};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Most bytes of spans one export carries; a larger single upload goes alone.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
@@ -23,7 +24,7 @@ const TRACES_PATH: &str = "/v1/traces";
 /// Uploads that may share an export: the same target and the same headers, but the length.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct UploadKey {
-    base: String,
+    base: Arc<str>,
     headers: Vec<(String, String)>,
 }
 

@@ -8,6 +8,7 @@ use super::{abi, codes};
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use wasmtime::{Engine, Instance, Linker, Module, Store, TypedFunc};
 
 /// Typed handles on the filter's exports.
@@ -53,7 +54,7 @@ pub(crate) struct Filter {
     module: Module,
     linker: Linker<HostState>,
     configuration: Vec<u8>,
-    clusters: HashMap<String, String>,
+    clusters: HashMap<String, Arc<str>>,
 }
 
 /// A loaded, configured filter instance.
@@ -94,7 +95,10 @@ impl Filter {
             module,
             linker,
             configuration: configuration.to_vec(),
-            clusters,
+            clusters: clusters
+                .into_iter()
+                .map(|(name, url)| (name, url.into()))
+                .collect(),
         })
     }
 
