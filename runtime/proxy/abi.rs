@@ -1,7 +1,9 @@
 //! The proxy-wasm ABI 0.2.1 as seen from the host: the header-map wire format,
 //! and the host functions a filter imports, bound to a wasmtime `Linker`.
 
+use super::HOP_BY_HOP;
 use super::codes::status;
+use super::head::Head;
 use super::host::{Effect, HostState, PendingCall};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, ExternType, Linker, Module, Val};
@@ -54,10 +56,20 @@ pub(super) fn decode_map(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     Some(pairs)
 }
 
-/// Header pairs as text, for the messages a filter sends (calls, local replies).
-fn text_pairs(pairs: Vec<(&[u8], &[u8])>) -> Vec<(String, String)> {
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    pairs.into_iter().map(|(k, v)| (text(k), text(v))).collect()
+/// A local reply's headers: pairs HTTP cannot carry are left out rather than failing the
+/// reply, as are pseudo-headers and hop-by-hop ones (they describe one connection).
+fn reply_headers(pairs: &[(&[u8], &[u8])]) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) && !HOP_BY_HOP.contains(&name)
+        {
+            headers.append(name, value);
+        }
+    }
+    headers
 }
 
 /// The `len` bytes at `ptr` in guest memory.
@@ -328,7 +340,7 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
          _grpc: i32| {
             let body = read(&mut c, body_ptr, body_len).unwrap_or_default();
             let headers = read(&mut c, headers_ptr, headers_len)
-                .and_then(|b| decode_map(&b).map(text_pairs))
+                .and_then(|b| decode_map(&b).map(|pairs| reply_headers(&pairs)))
                 .unwrap_or_default();
             let status = u16::try_from(code).unwrap_or(500);
             c.data_mut().set_effect(Effect::Local {
@@ -356,7 +368,7 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
         |mut c: Caller<'_, HostState>, _stream: i32| {
             c.data_mut().set_effect(Effect::Local {
                 status: 502,
-                headers: Vec::new(),
+                headers: http::HeaderMap::new(),
                 body: Vec::new(),
             });
             status::OK
@@ -379,11 +391,13 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
             let Some(upstream) = read_string(&mut c, upstream_ptr, upstream_len) else {
                 return status::BAD_ARGUMENT;
             };
-            let Some(headers) =
-                read(&mut c, headers_ptr, headers_len).and_then(|b| decode_map(&b).map(text_pairs))
-            else {
+            // A header HTTP cannot carry is refused here, where the filter can see why.
+            let mut head = Head::default();
+            let valid = read(&mut c, headers_ptr, headers_len)
+                .and_then(|b| head.set_all(&decode_map(&b)?).ok());
+            if valid.is_none() {
                 return status::BAD_ARGUMENT;
-            };
+            }
             let body = read(&mut c, body_ptr, body_len).unwrap_or_default();
             let state = c.data_mut();
             let Some(base) = state.resolve(&upstream) else {
@@ -403,7 +417,7 @@ pub(super) fn link(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
                 token,
                 context,
                 base,
-                headers,
+                head,
                 body: body.into(),
                 timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(5000).max(1)),
             });

@@ -77,11 +77,11 @@ impl Head {
         (!hidden).then(|| value.as_bytes())
     }
 
-    /// The headers to send on: without hop-by-hop ones, which belong to the connection the
-    /// head came in on (or a filter set).
-    pub(crate) fn into_headers(mut self) -> HeaderMap {
+    /// The headers to send on, moved out: without hop-by-hop ones, which belong to the
+    /// connection the head came in on (or a filter set). The pseudo-headers stay.
+    pub(crate) fn take_headers(&mut self) -> HeaderMap {
         strip_hop_by_hop(&mut self.headers);
-        self.headers
+        std::mem::take(&mut self.headers)
     }
 
     /// A copy of the headers to send on, without hop-by-hop ones.
@@ -233,7 +233,7 @@ mod tests {
     fn hop_by_hop_headers_a_filter_adds_are_not_forwarded() {
         let mut head = request();
         head.add(b"transfer-encoding", b"chunked", false).unwrap();
-        let headers = head.into_headers();
+        let headers = head.take_headers();
         assert!(headers.get("transfer-encoding").is_none());
         assert!(headers.get("connection").is_none());
         assert_eq!(headers.get("host").unwrap(), "app:8080");

@@ -21,8 +21,8 @@ pub(crate) enum Effect {
     Local {
         /// Status code.
         status: u16,
-        /// Headers.
-        headers: Vec<(String, String)>,
+        /// Headers (those HTTP cannot carry, pseudo and hop-by-hop ones left out).
+        headers: http::HeaderMap,
         /// Body.
         body: Vec<u8>,
     },
@@ -39,7 +39,7 @@ pub(crate) struct PendingCall {
     pub(crate) context: u32,
     /// The cluster's base URL, resolved at dispatch.
     pub(crate) base: Arc<str>,
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) head: Head,
     /// Shared, so a trace upload merged into an export can still be sent alone.
     pub(crate) body: bytes::Bytes,
     pub(crate) timeout: Duration,

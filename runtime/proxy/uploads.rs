@@ -21,33 +21,27 @@ const MAX_BATCH_CALLS: usize = 128;
 /// The OTLP trace path the filter uploads to.
 const TRACES_PATH: &str = "/v1/traces";
 
-/// Uploads that may share an export: the same target and the same headers, but the length.
+/// Uploads that may share an export: the same target and the same headers (the length is
+/// framing, which a head does not keep).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct UploadKey {
     base: Arc<str>,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Vec<u8>)>,
 }
 
 impl UploadKey {
     /// The key of a call that can be merged: an unencoded protobuf `POST /v1/traces`.
     pub(super) fn of(call: &PendingCall) -> Option<Self> {
-        let header = |name: &str| {
-            call.headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
-        let mergeable = header(":method") == Some("POST")
-            && header(":path") == Some(TRACES_PATH)
-            && header("content-type") == Some("application/x-protobuf")
-            && header("content-encoding").is_none();
+        let head = &call.head;
+        let mergeable = head.value(":method") == Some(b"POST")
+            && head.value(":path") == Some(TRACES_PATH.as_bytes())
+            && head.value("content-type") == Some(b"application/x-protobuf")
+            && head.value("content-encoding").is_none();
         mergeable.then(|| Self {
             base: call.base.clone(),
-            headers: call
-                .headers
-                .iter()
-                .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length"))
-                .cloned()
+            headers: head
+                .pairs()
+                .map(|(name, value)| (name.to_owned(), value.to_vec()))
                 .collect(),
         })
     }
@@ -103,9 +97,6 @@ impl Uploads {
 /// timeout) with all the bodies joined.
 pub(super) fn merge(batch: &[PendingCall]) -> PendingCall {
     let mut merged = batch[0].clone();
-    merged
-        .headers
-        .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
     merged.body = batch
         .iter()
         .flat_map(|call| call.body.iter().copied())
@@ -132,17 +123,27 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn head(pairs: &[(&str, &str)]) -> Head {
+        let pairs: Vec<_> = pairs
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
+            .collect();
+        let mut head = Head::default();
+        head.set_all(&pairs).unwrap();
+        head
+    }
+
     fn upload(token: u32, body: usize, path: &str) -> PendingCall {
         PendingCall {
             token,
             context: token,
             base: "http://runtime:8080".into(),
-            headers: vec![
-                (":method".into(), "POST".into()),
-                (":path".into(), path.into()),
-                ("content-type".into(), "application/x-protobuf".into()),
-                ("content-length".into(), body.to_string()),
-            ],
+            head: head(&[
+                (":method", "POST"),
+                (":path", path),
+                ("content-type", "application/x-protobuf"),
+                ("content-length", &body.to_string()),
+            ]),
             body: vec![token as u8; body].into(),
             timeout: Duration::from_millis(u64::from(5000 - token)),
         }
@@ -151,16 +152,32 @@ mod tests {
     #[test]
     fn only_protobuf_trace_posts_are_merged_and_lengths_do_not_split_them() {
         let key = UploadKey::of(&upload(1, 10, TRACES_PATH)).unwrap();
-        assert_eq!(UploadKey::of(&upload(2, 99, TRACES_PATH)), Some(key));
+        assert_eq!(
+            UploadKey::of(&upload(2, 99, TRACES_PATH)),
+            Some(key.clone())
+        );
         assert_eq!(UploadKey::of(&upload(1, 10, "/v1/inject")), None);
         let mut gzipped = upload(1, 10, TRACES_PATH);
         gzipped
-            .headers
-            .push(("content-encoding".into(), "gzip".into()));
+            .head
+            .add(b"content-encoding", b"gzip", false)
+            .unwrap();
         assert_eq!(UploadKey::of(&gzipped), None);
         let mut json = upload(1, 10, TRACES_PATH);
-        json.headers[2].1 = "application/json".into();
+        json.head
+            .add(b"content-type", b"application/json", true)
+            .unwrap();
         assert_eq!(UploadKey::of(&json), None);
+        let mut other = upload(1, 10, TRACES_PATH);
+        other
+            .head
+            .add(b"authorization", b"Bearer x", false)
+            .unwrap();
+        assert_ne!(
+            UploadKey::of(&other),
+            Some(key),
+            "other headers, other export"
+        );
     }
 
     #[test]
@@ -214,7 +231,6 @@ mod tests {
         let merged = merge(&batch);
         assert_eq!(merged.body.as_ref(), [1, 1, 3]);
         assert_eq!(merged.timeout, Duration::from_millis(4997));
-        assert!(!merged.headers.iter().any(|(k, _)| k == "content-length"));
         let answer = |status: u16| {
             let status = http::StatusCode::from_u16(status).unwrap();
             Some((Head::response(status, http::HeaderMap::new()), Vec::new()))

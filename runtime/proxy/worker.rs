@@ -7,16 +7,16 @@
 //! its tasks can run on a plain current-thread runtime: under a `LocalSet`, every socket
 //! wake-up also writes the runtime's eventfd.
 
+use super::MAX_BODY_BYTES;
 use super::head::Head;
 use super::host::{Effect, Message, PendingCall};
 use super::in_process::InProcessRuntime;
 use super::pool::{self, Pool};
 use super::uploads::{self, UploadKey, Uploads};
 use super::vm::Vm;
-use super::{MAX_BODY_BYTES, is_hop_by_hop};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -211,7 +211,7 @@ impl Worker {
                 status,
                 headers,
                 body,
-            } => local_reply(status, &headers, body),
+            } => local_reply(status, headers, body),
             Effect::Continue => self.forward(stream.context, &base).await,
         }
     }
@@ -243,9 +243,10 @@ impl Worker {
     /// Sends the request (as the filter left it) upstream, runs the response callbacks,
     /// answers.
     async fn forward(self: &Arc<Self>, context: u32, base: &str) -> Response<Body> {
-        let forwarded = self
-            .vm()
-            .take_request(context, |head, body| forwarded(base, head, body.into()));
+        // The filter may still read the request headers while the response passes: a copy.
+        let forwarded = self.vm().take_request(context, |head, body| {
+            forwarded(base, head, head.to_headers(), body.into())
+        });
         let (request, origin) = match forwarded {
             Some(Ok(request)) => request,
             Some(Err(err)) => {
@@ -267,7 +268,7 @@ impl Worker {
                 );
             }
         };
-        let (head, body) = {
+        let (mut head, body) = {
             let mut vm = self.vm();
             let head = Head::response(parts.status, parts.headers);
             if let Err(err) = vm.on_response(context, head, Vec::from(body)) {
@@ -278,7 +279,7 @@ impl Worker {
         self.settle();
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = parts.status;
-        *response.headers_mut() = head.into_headers();
+        *response.headers_mut() = head.take_headers();
         response
     }
 
@@ -327,8 +328,9 @@ impl Worker {
     }
 
     /// Runs one filter HTTP call and hands its answer back to the filter.
-    async fn call(self: Arc<Self>, call: PendingCall) {
-        let answer = self.send(&call).await;
+    async fn call(self: Arc<Self>, mut call: PendingCall) {
+        let head = std::mem::take(&mut call.head);
+        let answer = self.send(&call, head).await;
         self.answer(&call, answer);
     }
 
@@ -336,13 +338,15 @@ impl Worker {
     async fn export(self: Arc<Self>, key: UploadKey, mut batch: Vec<PendingCall>) {
         loop {
             if let [call] = batch.as_slice() {
-                let answer = self.send(call).await;
+                let answer = self.send(call, call.head.clone()).await;
                 self.answer(call, answer);
             } else {
-                let answer = self.send(&uploads::merge(&batch)).await;
+                let mut merged = uploads::merge(&batch);
+                let head = std::mem::take(&mut merged.head);
+                let answer = self.send(&merged, head).await;
                 if uploads::refused_for_content(&answer) {
                     for call in &batch {
-                        let answer = self.send(call).await;
+                        let answer = self.send(call, call.head.clone()).await;
                         self.answer(call, answer);
                     }
                 } else {
@@ -359,9 +363,11 @@ impl Worker {
         }
     }
 
-    /// One filter HTTP call over the pools, within its timeout; `None` when it failed.
-    async fn send(&self, call: &PendingCall) -> Option<Message> {
-        let (request, origin) = match outgoing(&call.base, &call.headers, call.body.clone()) {
+    /// One filter HTTP call with the request head `head`, over the pools, within its timeout;
+    /// `None` when it failed.
+    async fn send(&self, call: &PendingCall, mut head: Head) -> Option<Message> {
+        let headers = head.take_headers();
+        let (request, origin) = match forwarded(&call.base, &head, headers, call.body.clone()) {
             Ok(request) => request,
             Err(err) => {
                 tracing::debug!(%err, "Filter HTTP call is not a valid request.");
@@ -432,46 +438,21 @@ async fn read_body(body: Incoming) -> Result<Vec<u8>, BoxError> {
     Ok(Vec::from(body))
 }
 
-/// A filter's HTTP call as a request: method, `base`'s path + `:path`, `:authority` as `host`,
-/// the rest minus hop-by-hop headers. Returns it with the origin (`host:port`) it goes to.
-fn outgoing(
+/// A request as the filter left it (a stream's, or an HTTP call's) to `base`: `head`'s
+/// pseudo-headers with `headers` (its headers to send on), `:authority` as `host`.
+fn forwarded(
     base: &str,
-    headers: &[(String, String)],
+    head: &Head,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(Request<Body>, String), BoxError> {
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let (mut request, origin) = request_to(base, header(":method"), header(":path"), body)?;
-    let into = request.headers_mut();
-    into.reserve(headers.len());
-    if let Some(authority) = header(":authority") {
-        into.insert(http::header::HOST, authority.try_into()?);
-    }
-    for (name, value) in headers {
-        if !name.starts_with(':') && !is_hop_by_hop(name) {
-            into.append(
-                HeaderName::try_from(name.as_str())?,
-                value.as_str().try_into()?,
-            );
-        }
-    }
-    Ok((request, origin))
-}
-
-/// A stream's request as the filter left it, to its upstream: its headers move over as they
-/// are, `:authority` becomes `host`.
-fn forwarded(base: &str, head: &Head, body: Bytes) -> Result<(Request<Body>, String), BoxError> {
     let (mut request, origin) =
         request_to(base, head.pseudo(":method"), head.pseudo(":path"), body)?;
     let host = head
         .pseudo(":authority")
         .map(HeaderValue::try_from)
         .transpose()?;
-    *request.headers_mut() = head.to_headers();
+    *request.headers_mut() = headers;
     match host {
         Some(host) => request.headers_mut().insert(http::header::HOST, host),
         None => request.headers_mut().remove(http::header::HOST),
@@ -530,25 +511,11 @@ fn text(status: StatusCode, message: String) -> Response<Body> {
     response
 }
 
-fn local_reply(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Response<Body> {
+fn local_reply(status: u16, headers: HeaderMap, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    copy_headers(headers, response.headers_mut());
+    *response.headers_mut() = headers;
     response
-}
-
-fn copy_headers(pairs: &[(String, String)], into: &mut HeaderMap) {
-    for (name, value) in pairs {
-        if name.starts_with(':') || is_hop_by_hop(name) {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value.as_str()),
-        ) {
-            into.append(name, value);
-        }
-    }
 }
 
 #[cfg(test)]
