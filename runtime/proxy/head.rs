@@ -119,6 +119,10 @@ impl Head {
             return Ok(());
         }
         let name = HeaderName::from_bytes(name).map_err(|_| Invalid)?;
+        // Never shown nor sent: not kept either (a filter's call sets `content-length`).
+        if HOP_BY_HOP.contains(&name) {
+            return Ok(());
+        }
         let value = HeaderValue::from_bytes(value).map_err(|_| Invalid)?;
         if replace {
             self.headers.insert(name, value);
