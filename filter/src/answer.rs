@@ -183,13 +183,12 @@ pub fn unavailable(reason: &str) -> LocalReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Span;
-    use crate::span::{Attributes, encode};
+    use crate::span::{Attributes, SpanFields, encode};
 
     fn hit(build: impl FnOnce(&mut Attributes)) -> Vec<u8> {
         let mut attrs = Attributes::default();
         build(&mut attrs);
-        encode("runtime", &Span::default(), &attrs)
+        encode("runtime", &SpanFields::default(), &attrs)
     }
 
     #[test]

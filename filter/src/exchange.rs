@@ -7,9 +7,10 @@ use softprobe_otlp::{keys, tracestate_with_session, valid_session_id};
 use crate::answer::{self, Answer, Verdict};
 use crate::body::{self, Captured};
 use crate::config::{Config, Direction};
-use crate::proto::{Span, Status, span, status};
+use crate::proto::{span, status};
 use crate::span::{
-    Attributes, EXTRACT, INJECT, REQUEST_BODY_TRUNCATED, RESPONSE_BODY_TRUNCATED, encode,
+    Attributes, EXTRACT, INJECT, REQUEST_BODY_TRUNCATED, RESPONSE_BODY_TRUNCATED, SpanFields,
+    encode,
 };
 use crate::trace_context::{
     Ids, SESSION_HEADER, TRACEPARENT, TRACESTATE, TraceParent, format_traceparent, header,
@@ -233,13 +234,9 @@ impl Exchange {
         } else {
             status::StatusCode::Ok
         };
-        let status = Status {
-            code: code.into(),
-            ..Default::default()
-        };
         Some(encode(
             &self.service_name,
-            &self.span(self.started_ns, now_ns, Some(status)),
+            &self.span(self.started_ns, now_ns, Some(code)),
             &attrs,
         ))
     }
@@ -313,29 +310,29 @@ impl Exchange {
     }
 
     /// The span's fields besides its attributes.
-    fn span(&self, start_ns: u64, end_ns: u64, status: Option<Status>) -> Span {
-        let kind = match self.direction {
-            Direction::Inbound => span::SpanKind::Server,
-            Direction::Outbound => span::SpanKind::Client,
-        };
+    fn span(
+        &self,
+        start_ns: u64,
+        end_ns: u64,
+        status: Option<status::StatusCode>,
+    ) -> SpanFields<'_> {
         let route = self.path.split('?').next().unwrap_or_default();
-        Span {
-            trace_id: self.trace_id.to_vec(),
-            span_id: self.span_id.to_vec(),
-            parent_span_id: self
-                .parent_span_id
-                .map(|id| id.to_vec())
-                .unwrap_or_default(),
+        SpanFields {
+            trace_id: &self.trace_id,
+            span_id: &self.span_id,
+            parent_span_id: self.parent_span_id.as_ref(),
             name: if route.is_empty() {
-                "unknown_path".to_owned()
+                "unknown_path"
             } else {
-                route.to_owned()
+                route
             },
-            kind: kind.into(),
+            kind: match self.direction {
+                Direction::Inbound => span::SpanKind::Server,
+                Direction::Outbound => span::SpanKind::Client,
+            },
             start_time_unix_nano: start_ns,
             end_time_unix_nano: end_ns.max(start_ns),
             status,
-            ..Default::default()
         }
     }
 }
@@ -388,7 +385,7 @@ mod tests {
         all
     }
 
-    fn decode(bytes: &[u8]) -> (Vec<KeyValue>, Span) {
+    fn decode(bytes: &[u8]) -> (Vec<KeyValue>, crate::proto::Span) {
         let traces = TracesData::decode(bytes).unwrap();
         let rs = &traces.resource_spans[0];
         (

@@ -3,11 +3,10 @@
 
 use std::borrow::Cow;
 
-use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use softprobe_otlp::keys;
 
-use crate::proto::{KeyValue, Span, any_value};
+use crate::proto::{KeyValue, any_value, span, status};
 use crate::wire::{
     ANY_VALUE_BOOL, ANY_VALUE_INT, ANY_VALUE_STRING, KEY_VALUE_KEY, KEY_VALUE_VALUE,
     RESOURCE_ATTRIBUTES, RESOURCE_SPANS_RESOURCE, RESOURCE_SPANS_SCOPE_SPANS, SCOPE_SPANS_SPANS,
@@ -76,28 +75,157 @@ impl Attributes {
     }
 }
 
-/// `span` (its attributes aside) with `attributes`, wrapped in a `TracesData` whose resource
-/// names `service`, protobuf-encoded.
-pub fn encode(service: &str, span: &Span, attributes: &Attributes) -> Vec<u8> {
-    let mut resource = Vec::with_capacity(64);
+/// A span's fields besides its attributes, borrowed from the stream: written straight to the
+/// wire, as the attributes are, rather than copied into a prost `Span` first.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanFields<'a> {
+    /// `trace_id`.
+    pub trace_id: &'a [u8; 16],
+    /// `span_id`.
+    pub span_id: &'a [u8; 8],
+    /// `parent_span_id`, when the span has a parent.
+    pub parent_span_id: Option<&'a [u8; 8]>,
+    /// `name`.
+    pub name: &'a str,
+    /// `kind`.
+    pub kind: span::SpanKind,
+    /// `start_time_unix_nano`.
+    pub start_time_unix_nano: u64,
+    /// `end_time_unix_nano`.
+    pub end_time_unix_nano: u64,
+    /// The status code, when the span has a status.
+    pub status: Option<status::StatusCode>,
+}
+
+impl Default for SpanFields<'_> {
+    /// Zero ids, no name, no times: only the attributes say anything (the runtime's answers).
+    fn default() -> Self {
+        Self {
+            trace_id: &[0; 16],
+            span_id: &[0; 8],
+            parent_span_id: None,
+            name: "",
+            kind: span::SpanKind::Unspecified,
+            start_time_unix_nano: 0,
+            end_time_unix_nano: 0,
+            status: None,
+        }
+    }
+}
+
+// Span.trace_id = 1, span_id = 2, parent_span_id = 4, name = 5, kind = 6,
+// start_time_unix_nano = 7, end_time_unix_nano = 8, status = 15; Status.code = 3.
+const SPAN_TRACE_ID: u32 = 1;
+const SPAN_SPAN_ID: u32 = 2;
+const SPAN_PARENT_SPAN_ID: u32 = 4;
+const SPAN_NAME: u32 = 5;
+const SPAN_KIND: u32 = 6;
+const SPAN_START: u32 = 7;
+const SPAN_END: u32 = 8;
+const SPAN_STATUS: u32 = 15;
+const STATUS_CODE: u32 = 3;
+
+impl SpanFields<'_> {
+    /// Its fields as prost writes them: defaults (empty, zero) left out.
+    fn encoded_len(&self) -> usize {
+        let fixed64 = |value: u64| {
+            if value == 0 {
+                0
+            } else {
+                key_len(SPAN_START) + 8
+            }
+        };
+        field_len(SPAN_TRACE_ID, self.trace_id.len())
+            + field_len(SPAN_SPAN_ID, self.span_id.len())
+            + self
+                .parent_span_id
+                .map_or(0, |id| field_len(SPAN_PARENT_SPAN_ID, id.len()))
+            + if self.name.is_empty() {
+                0
+            } else {
+                field_len(SPAN_NAME, self.name.len())
+            }
+            + varint_len(SPAN_KIND, self.kind as u64)
+            + fixed64(self.start_time_unix_nano)
+            + fixed64(self.end_time_unix_nano)
+            + self
+                .status
+                .map_or(0, |code| field_len(SPAN_STATUS, status_len(code)))
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, SPAN_TRACE_ID, self.trace_id);
+        put_bytes(out, SPAN_SPAN_ID, self.span_id);
+        if let Some(id) = self.parent_span_id {
+            put_bytes(out, SPAN_PARENT_SPAN_ID, id);
+        }
+        if !self.name.is_empty() {
+            put_bytes(out, SPAN_NAME, self.name.as_bytes());
+        }
+        put_varint(out, SPAN_KIND, self.kind as u64);
+        for (field, value) in [
+            (SPAN_START, self.start_time_unix_nano),
+            (SPAN_END, self.end_time_unix_nano),
+        ] {
+            if value != 0 {
+                encode_key(field, WireType::SixtyFourBit, out);
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        if let Some(code) = self.status {
+            open(out, SPAN_STATUS, status_len(code));
+            put_varint(out, STATUS_CODE, code as u64);
+        }
+    }
+}
+
+fn status_len(code: status::StatusCode) -> usize {
+    varint_len(STATUS_CODE, code as u64)
+}
+
+/// A varint field's size; a zero is left out, as prost leaves out defaults.
+fn varint_len(field: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        key_len(field) + encoded_len_varint(value)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, field: u32, value: u64) {
+    if value != 0 {
+        encode_key(field, WireType::Varint, out);
+        encode_varint(value, out);
+    }
+}
+
+/// `span` with `attributes`, wrapped in a `TracesData` whose resource names `service`,
+/// protobuf-encoded.
+pub fn encode(service: &str, span: &SpanFields<'_>, attributes: &Attributes) -> Vec<u8> {
+    let service_len = field_len(ANY_VALUE_STRING, service.len());
+    let resource_len = field_len(
+        RESOURCE_ATTRIBUTES,
+        field_len(KEY_VALUE_KEY, keys::RESOURCE_SERVICE_NAME.len())
+            + field_len(KEY_VALUE_VALUE, service_len),
+    );
+    let span_len = span.encoded_len() + attributes.0.len();
+    let scope_spans_len = field_len(SCOPE_SPANS_SPANS, span_len);
+    let resource_spans_len = field_len(RESOURCE_SPANS_RESOURCE, resource_len)
+        + field_len(RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
+    let mut out = Vec::with_capacity(field_len(TRACES_DATA_RESOURCE_SPANS, resource_spans_len));
+    open(&mut out, TRACES_DATA_RESOURCE_SPANS, resource_spans_len);
+    open(&mut out, RESOURCE_SPANS_RESOURCE, resource_len);
     put_string_key_value(
-        &mut resource,
+        &mut out,
         RESOURCE_ATTRIBUTES,
         &[keys::RESOURCE_SERVICE_NAME],
         service,
     );
-    let span_len = span.encoded_len() + attributes.0.len();
-    let scope_spans_len = field_len(SCOPE_SPANS_SPANS, span_len);
-    let resource_spans_len = field_len(RESOURCE_SPANS_RESOURCE, resource.len())
-        + field_len(RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
-    let mut out = Vec::with_capacity(field_len(TRACES_DATA_RESOURCE_SPANS, resource_spans_len));
-    open(&mut out, TRACES_DATA_RESOURCE_SPANS, resource_spans_len);
-    put_bytes(&mut out, RESOURCE_SPANS_RESOURCE, &resource);
     open(&mut out, RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
     open(&mut out, SCOPE_SPANS_SPANS, span_len);
     // Protobuf takes a message's fields in any order, and a repeated field's entries wherever
     // they come: the attributes follow the span's other fields.
-    span.encode(&mut out).expect("a Vec always has room");
+    span.encode(&mut out);
     out.extend_from_slice(&attributes.0);
     out
 }
@@ -148,8 +276,9 @@ pub fn int_attr(attributes: &[KeyValue], key: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{AnyValue, Resource, ResourceSpans, ScopeSpans, Status, TracesData};
+    use crate::proto::{AnyValue, Resource, ResourceSpans, ScopeSpans, Span, Status, TracesData};
     use proptest::prelude::*;
+    use prost::Message as _;
 
     #[derive(Debug, Clone)]
     enum Value {
@@ -177,17 +306,31 @@ mod tests {
         fn encodes_what_prost_decodes(
             service in ".{0,40}",
             name in ".{0,200}",
+            parent in proptest::option::of(any::<[u8; 8]>()),
+            kind in 0..6i32,
             start in any::<u64>(),
+            end in any::<u64>(),
             status in proptest::option::of(0..3i32),
             attributes in proptest::collection::vec(("[a-zA-Z._-]{0,40}|.{0,10}", value()), 0..20),
         ) {
+            let fields = SpanFields {
+                trace_id: &[7; 16],
+                span_id: &[9; 8],
+                parent_span_id: parent.as_ref(),
+                name: &name,
+                kind: span::SpanKind::try_from(kind).unwrap(),
+                start_time_unix_nano: start,
+                end_time_unix_nano: end,
+                status: status.map(|code| status::StatusCode::try_from(code).unwrap()),
+            };
             let span = Span {
                 trace_id: vec![7; 16],
                 span_id: vec![9; 8],
-                name,
-                kind: 2,
+                parent_span_id: parent.map(|id| id.to_vec()).unwrap_or_default(),
+                name: name.clone(),
+                kind,
                 start_time_unix_nano: start,
-                end_time_unix_nano: start,
+                end_time_unix_nano: end,
                 status: status.map(|code| Status { code, ..Default::default() }),
                 ..Default::default()
             };
@@ -220,7 +363,7 @@ mod tests {
                     ..Default::default()
                 });
             }
-            let bytes = encode(&service, &span, &written);
+            let bytes = encode(&service, &fields, &written);
             let service_name = KeyValue {
                 key: keys::RESOURCE_SERVICE_NAME.to_owned(),
                 value: Some(AnyValue {

@@ -26,7 +26,7 @@ use softprobe_filter::body::{self, Captured};
 use softprobe_filter::config::{self, BackendProtocol, Config, Direction, FailureMode};
 use softprobe_filter::exchange::{Exchange, HeaderEdit};
 use softprobe_filter::proto::{Span, TracesData};
-use softprobe_filter::span::{Attributes, encode, int_attr, string_attr};
+use softprobe_filter::span::{Attributes, SpanFields, encode, int_attr, string_attr};
 use softprobe_filter::trace_context::{
     Ids, SESSION_HEADER, TRACEPARENT, TRACESTATE, TraceParent, format_traceparent, session_id,
 };
@@ -662,7 +662,7 @@ fn answer_body() -> BoxedStrategy<Input> {
             if let Some(decision) = decision {
                 attrs.string(keys::DECISION, &decision);
             }
-            Input(encode("runtime", &Span::default(), &attrs))
+            Input(encode("runtime", &SpanFields::default(), &attrs))
         });
     let seeds: &'static [Vec<u8>] = &ANSWERS;
     prop_oneof![
