@@ -214,7 +214,12 @@ impl Report {
                 Some(false) => "FAIL",
                 None => "—",
             };
-            let _ = writeln!(out, "| {what} | {value:.2}{unit} | {goal} | {result} |");
+            // A ratio gets a third decimal, so one just under its goal does not read as on it.
+            let digits = if unit.is_empty() { 3 } else { 2 };
+            let _ = writeln!(
+                out,
+                "| {what} | {value:.digits$}{unit} | {goal} | {result} |"
+            );
         };
         let get = |row: Row| self.median(&row);
         // JSON inject is for SDKs and hand-written tests; the proxy sends protobuf, so half the
