@@ -1,6 +1,6 @@
-//! The OTLP vocabulary Softprobe's runtime and its proxy filter share: span attribute names and
-//! the W3C trace-context helpers that carry a session across hops. One place, so both sides
-//! speak the same codec.
+//! The OTLP vocabulary Softprobe's runtime and its proxy filter share: span attribute names,
+//! the W3C trace-context helpers that carry a session across hops, and the protobuf reader
+//! ([`wire`]) both read spans with. One place, so both sides speak the same codec.
 
 #![no_std]
 extern crate alloc;
