@@ -4,14 +4,17 @@
 # builds can be compared on a busy machine. It is not a speed: the kernel's work (loopback TCP,
 # wake-ups; about 60 % of a passthrough hop's CPU) is not counted.
 #
-#   bench/proxy-instructions.sh passthrough|mocked SOFTPROBE_BINARY FILTER_WASM
+#   bench/proxy-instructions.sh passthrough|mocked|capture SOFTPROBE_BINARY FILTER_WASM
 #
 # passthrough: untagged GETs through a proxy (one worker) to a `softprobe serve` upstream.
 # mocked:      tagged GETs through `proxy --serve-runtime`, answered by a mock rule.
+# capture:     tagged GETs of a capture session through `proxy --serve-runtime`: the inject
+#              miss, the upstream (the runtime's own /health, reached in process) and the
+#              trace upload all run in the one process counted.
 # Needs valgrind, wrk and curl; takes about a minute. Ports from PORT_BASE (default 18400) on.
 set -euo pipefail
 
-mode=${1:?passthrough|mocked} bin=${2:?softprobe binary} wasm=${3:?filter .wasm}
+mode=${1:?passthrough|mocked|capture} bin=${2:?softprobe binary} wasm=${3:?filter .wasm}
 base=${PORT_BASE:-18400}
 runtime_port=$base proxy_port=$((base + 2))
 work=$(mktemp -d)
@@ -35,14 +38,14 @@ passthrough)
         --upstream "http://127.0.0.1:$runtime_port" --filter "$wasm" --config "$config" \
         >"$work/proxy.log" 2>&1 &
     ;;
-mocked)
+mocked | capture)
     SOFTPROBE_LISTEN_ADDR="127.0.0.1:$runtime_port" SOFTPROBE_GRPC_LISTEN_ADDR="127.0.0.1:$((base + 1))" \
         SOFTPROBE_CAPTURE_DIR="$work" "${callgrind[@]}" "$bin" proxy --serve-runtime \
         --listen "127.0.0.1:$proxy_port" --upstream "http://127.0.0.1:$runtime_port" \
         --filter "$wasm" --config "$config" >"$work/proxy.log" 2>&1 &
     ;;
 *)
-    echo "mode: passthrough or mocked" >&2
+    echo "mode: passthrough, mocked or capture" >&2
     exit 2
     ;;
 esac
@@ -56,16 +59,26 @@ for _ in $(seq 180); do
 done
 
 header=()
-if [ "$mode" = mocked ]; then
-    runtime="http://127.0.0.1:$runtime_port"
-    session=$(curl -sf -X POST "$runtime/v1/sessions" -H 'content-type: application/json' \
-        -d '{"mode":"replay"}' | sed -E 's/.*"sessionId":"([^"]+)".*/\1/')
+runtime="http://127.0.0.1:$runtime_port"
+session() {
+    curl -sf -X POST "$runtime/v1/sessions" -H 'content-type: application/json' \
+        -d "{\"mode\":\"$1\"}" | sed -E 's/.*"sessionId":"([^"]+)".*/\1/'
+}
+case $mode in
+mocked)
+    session=$(session replay)
     curl -sf -o /dev/null -X POST "$runtime/v1/sessions/$session/rules" -H 'content-type: application/json' \
         -d '{"rules":[{"name":"health","when":{"direction":"inbound","path":"/health"},"then":{"action":"mock","response":{"status":200,"body":"mocked"}}}]}'
     header=(-H "x-softprobe-session-id: $session")
     answer=$(curl -sf "${header[@]}" "http://127.0.0.1:$proxy_port/health")
     [ "$answer" = mocked ] || { echo "the hop was not mocked: $answer" >&2; exit 1; }
-fi
+    ;;
+capture)
+    session=$(session capture)
+    header=(-H "x-softprobe-session-id: $session")
+    curl -sf -o /dev/null "${header[@]}" "http://127.0.0.1:$proxy_port/health"
+    ;;
+esac
 
 url="http://127.0.0.1:$proxy_port/health"
 wrk -t1 -c8 -d4s "${header[@]}" "$url" >/dev/null # warm-up: connections, caches, allocator

@@ -60,6 +60,7 @@ pub(crate) struct Stream {
 }
 
 /// The state behind the host functions.
+#[derive(Default)]
 pub(crate) struct HostState {
     pub(crate) plugin_configuration: Vec<u8>,
     pub(crate) effective: u32,
@@ -183,5 +184,38 @@ impl HostState {
             self.clusters.insert(cluster.to_owned(), url.clone());
         }
         Some(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_resolve_from_flags_then_istio_names_remembered_up_to_a_cap() {
+        let mut state = HostState {
+            clusters: HashMap::from([("runtime".to_owned(), Arc::from("http://rt:1"))]),
+            ..HostState::default()
+        };
+        assert_eq!(state.resolve("runtime").as_deref(), Some("http://rt:1"));
+        let istio = "outbound|8080||api.local";
+        assert_eq!(
+            state.resolve(istio).as_deref(),
+            Some("http://api.local:8080")
+        );
+        assert!(state.clusters.contains_key(istio), "remembered");
+        for unknown in ["outbound|x||h", "outbound|80||", "inbound|80||h", "other"] {
+            assert_eq!(state.resolve(unknown), None, "{unknown}");
+        }
+        for port in 0..MAX_CLUSTERS {
+            state.resolve(&format!("outbound|{port}||h"));
+        }
+        assert_eq!(state.clusters.len(), MAX_CLUSTERS);
+        assert_eq!(
+            state.resolve("outbound|9999||late").as_deref(),
+            Some("http://late:9999"),
+            "past the cap a name still resolves"
+        );
+        assert_eq!(state.clusters.len(), MAX_CLUSTERS, "but is not remembered");
     }
 }
