@@ -97,11 +97,13 @@ impl Uploads {
 /// timeout) with all the bodies joined.
 pub(super) fn merge(batch: &[PendingCall]) -> PendingCall {
     let mut merged = batch[0].clone();
-    merged.body = batch
-        .iter()
-        .flat_map(|call| call.body.iter().copied())
-        .collect::<Vec<u8>>()
-        .into();
+    // Copied body by body: collecting byte by byte cost ~5 instructions a byte (4 % of a
+    // capture hop).
+    let mut body = Vec::with_capacity(batch.iter().map(|call| call.body.len()).sum());
+    for call in batch {
+        body.extend_from_slice(&call.body);
+    }
+    merged.body = body.into();
     merged.timeout = batch
         .iter()
         .map(|call| call.timeout)
