@@ -188,7 +188,7 @@ mod tests {
     fn hit(build: impl FnOnce(&mut Attributes)) -> Vec<u8> {
         let mut attrs = Attributes::default();
         build(&mut attrs);
-        encode("runtime", &SpanFields::default(), &attrs)
+        encode("runtime", &SpanFields::default(), &[&attrs])
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! to ask the runtime, what to send it, and what to upload once the response is complete.
 //! The shim feeds it host data and applies its answers.
 
+use std::borrow::Cow;
+
 use softprobe_otlp::{keys, tracestate_with_session, valid_session_id};
 
 use crate::answer::{self, Answer, Verdict};
@@ -48,6 +50,8 @@ pub struct Exchange {
     path: String,
     request_headers: Vec<(String, String)>,
     request_body: Captured,
+    /// The request's attributes as the inject span carried them, for the extract span.
+    encoded_request: Option<Attributes>,
     response_status: Option<u32>,
     response_headers: Vec<(String, String)>,
     response_body: Captured,
@@ -113,6 +117,7 @@ impl Exchange {
             path,
             request_headers: headers,
             request_body: Captured::new(config.max_body_bytes),
+            encoded_request: None,
             response_status: None,
             response_headers: Vec::new(),
             response_body: Captured::new(config.max_body_bytes),
@@ -166,14 +171,19 @@ impl Exchange {
     /// Records the start of the complete request body (`total` bytes long).
     pub fn set_request_body(&mut self, prefix: &[u8], total: usize) {
         self.request_body.set(prefix, total);
+        self.encoded_request = None;
     }
 
-    /// The protobuf `TracesData` for the inject lookup.
-    pub fn inject_payload(&self, config: &Config, now_ns: u64) -> Vec<u8> {
-        let mut attrs = Attributes::with_capacity(MESSAGE_ATTRIBUTES + self.request_headers.len());
-        attrs.string(keys::SPAN_TYPE, INJECT);
-        self.request_attributes(config, &mut attrs);
-        encode(&self.service_name, &self.span(now_ns, now_ns, None), &attrs)
+    /// The protobuf `TracesData` for the inject lookup. The request's attributes are kept for
+    /// the extract span, which carries them too.
+    pub fn inject_payload(&mut self, config: &Config, now_ns: u64) -> Vec<u8> {
+        let request = self.request_attributes(config);
+        let mut kind = Attributes::with_capacity(1);
+        kind.string(keys::SPAN_TYPE, INJECT);
+        let span = self.span(now_ns, now_ns, None);
+        let payload = encode(&self.service_name, &span, &[&kind, &request]);
+        self.encoded_request = Some(request.into_owned());
+        payload
     }
 
     /// Applies the runtime's answer: the verdict for the held request.
@@ -211,11 +221,9 @@ impl Exchange {
     /// the exchange is not recorded (not selected, replied locally, no status).
     pub fn extract_payload(&self, config: &Config, now_ns: u64) -> Option<Vec<u8>> {
         let status = self.response_status.filter(|_| self.records_response())?;
-        let mut attrs = Attributes::with_capacity(
-            2 * MESSAGE_ATTRIBUTES + self.request_headers.len() + self.response_headers.len(),
-        );
-        attrs.string(keys::SPAN_TYPE, EXTRACT);
-        self.request_attributes(config, &mut attrs);
+        let mut kind = Attributes::with_capacity(1);
+        kind.string(keys::SPAN_TYPE, EXTRACT);
+        let mut attrs = Attributes::with_capacity(MESSAGE_ATTRIBUTES + self.response_headers.len());
         attrs.int(keys::RESPONSE_STATUS, i64::from(status));
         self.message_attributes(
             config,
@@ -234,14 +242,20 @@ impl Exchange {
         } else {
             status::StatusCode::Ok
         };
+        let request = self.request_attributes(config);
         Some(encode(
             &self.service_name,
             &self.span(self.started_ns, now_ns, Some(code)),
-            &attrs,
+            &[&kind, &request, &attrs],
         ))
     }
 
-    fn request_attributes(&self, config: &Config, attrs: &mut Attributes) {
+    /// The request's attributes: as the inject span carried them, or encoded now.
+    fn request_attributes(&self, config: &Config) -> Cow<'_, Attributes> {
+        if let Some(encoded) = &self.encoded_request {
+            return Cow::Borrowed(encoded);
+        }
+        let mut attrs = Attributes::with_capacity(MESSAGE_ATTRIBUTES + self.request_headers.len());
         attrs
             .string(keys::SESSION_ID, self.session_id.as_str())
             .string(keys::DIRECTION, self.direction.as_str())
@@ -251,7 +265,7 @@ impl Exchange {
             .string(keys::URL_PATH, self.path.as_str());
         self.message_attributes(
             config,
-            attrs,
+            &mut attrs,
             &self.request_headers,
             &self.request_body,
             [
@@ -261,6 +275,7 @@ impl Exchange {
                 REQUEST_BODY_TRUNCATED,
             ],
         );
+        Cow::Owned(attrs)
     }
 
     /// Headers (minus pseudo-headers, which have their own attributes, and redacted names)
@@ -421,7 +436,7 @@ mod tests {
         assert!(exchange.selected());
 
         let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let (exchange, edits) = tagged(
+        let (mut exchange, edits) = tagged(
             &config,
             get(&[("x-softprobe-session-id", "s"), ("traceparent", incoming)]),
         );
@@ -472,7 +487,7 @@ mod tests {
         );
         assert_eq!(exchange.session_id(), "sess_ts");
         assert_eq!(edits[1], HeaderEdit::Remove(SESSION_HEADER));
-        let (exchange, edits) = tagged(
+        let (mut exchange, edits) = tagged(
             &config,
             get(&[
                 ("x-softprobe-session-id", "sess_h"),
@@ -600,6 +615,40 @@ mod tests {
         assert_eq!(string_attr(a, keys::RESPONSE_BODY), Some("hell"));
         assert!(a.iter().any(|kv| kv.key == RESPONSE_BODY_TRUNCATED));
         assert!(string_attr(a, "http.response.header.set-cookie").is_none());
+    }
+
+    /// The extract span reuses the request attributes the inject span was built with, and
+    /// carries exactly what encoding them afresh would, a body read after the lookup included.
+    #[test]
+    fn the_extract_span_carries_the_request_as_the_inject_span_did() {
+        let config = config(r#","traffic_direction":"inbound""#);
+        let request = get(&[
+            ("x-softprobe-session-id", "s"),
+            ("x-a", "1"),
+            ("content-type", "text/plain"),
+        ]);
+        let respond = |exchange: &mut Exchange| {
+            assert_eq!(exchange.decide(&config, Answer::Miss), Verdict::Resume);
+            exchange.set_response_headers(headers(&[(":status", "200")]));
+            exchange.extract_payload(&config, 9).unwrap()
+        };
+        let (mut asked, _) = tagged(&config, request.clone());
+        asked.inject_payload(&config, 8);
+        let (mut fresh, _) = tagged(&config, request.clone());
+        assert_eq!(respond(&mut asked), respond(&mut fresh));
+
+        let (mut late_body, _) = tagged(&config, request);
+        late_body.inject_payload(&config, 8);
+        late_body.set_request_body(b"late", 4);
+        let (_, span) = decode(&respond(&mut late_body));
+        assert_eq!(
+            string_attr(&span.attributes, keys::REQUEST_BODY),
+            Some("late")
+        );
+        assert_eq!(
+            string_attr(&span.attributes, "http.request.header.x-a"),
+            Some("1")
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub const EXTRACT: &str = "extract";
 /// They are written to protobuf as they are added, borrowing keys and values: a span holds a
 /// dozen or more of them, and building a `KeyValue` tree first cost two allocations per
 /// attribute plus a second walk to size it, on every request the filter asks about.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Attributes(Vec<u8>);
 
 impl Attributes {
@@ -199,16 +199,17 @@ fn put_varint(out: &mut Vec<u8>, field: u32, value: u64) {
     }
 }
 
-/// `span` with `attributes`, wrapped in a `TracesData` whose resource names `service`,
-/// protobuf-encoded.
-pub fn encode(service: &str, span: &SpanFields<'_>, attributes: &Attributes) -> Vec<u8> {
+/// `span` with the attributes of every part of `attributes`, in order, wrapped in a
+/// `TracesData` whose resource names `service`, protobuf-encoded. (Parts, so that attributes
+/// encoded once, a request's, go into two spans without being copied into a third buffer.)
+pub fn encode(service: &str, span: &SpanFields<'_>, attributes: &[&Attributes]) -> Vec<u8> {
     let service_len = field_len(ANY_VALUE_STRING, service.len());
     let resource_len = field_len(
         RESOURCE_ATTRIBUTES,
         field_len(KEY_VALUE_KEY, keys::RESOURCE_SERVICE_NAME.len())
             + field_len(KEY_VALUE_VALUE, service_len),
     );
-    let span_len = span.encoded_len() + attributes.0.len();
+    let span_len = span.encoded_len() + attributes.iter().map(|part| part.0.len()).sum::<usize>();
     let scope_spans_len = field_len(SCOPE_SPANS_SPANS, span_len);
     let resource_spans_len = field_len(RESOURCE_SPANS_RESOURCE, resource_len)
         + field_len(RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
@@ -226,7 +227,9 @@ pub fn encode(service: &str, span: &SpanFields<'_>, attributes: &Attributes) -> 
     // Protobuf takes a message's fields in any order, and a repeated field's entries wherever
     // they come: the attributes follow the span's other fields.
     span.encode(&mut out);
-    out.extend_from_slice(&attributes.0);
+    for part in attributes {
+        out.extend_from_slice(&part.0);
+    }
     out
 }
 
@@ -363,7 +366,7 @@ mod tests {
                     ..Default::default()
                 });
             }
-            let bytes = encode(&service, &fields, &written);
+            let bytes = encode(&service, &fields, &[&written]);
             let service_name = KeyValue {
                 key: keys::RESOURCE_SERVICE_NAME.to_owned(),
                 value: Some(AnyValue {

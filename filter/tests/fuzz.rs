@@ -662,7 +662,7 @@ fn answer_body() -> BoxedStrategy<Input> {
             if let Some(decision) = decision {
                 attrs.string(keys::DECISION, &decision);
             }
-            Input(encode("runtime", &SpanFields::default(), &attrs))
+            Input(encode("runtime", &SpanFields::default(), &[&attrs]))
         });
     let seeds: &'static [Vec<u8>] = &ANSWERS;
     prop_oneof![
