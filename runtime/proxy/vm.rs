@@ -5,7 +5,6 @@
 use super::head::Head;
 use super::host::{Effect, HostState, Message, PendingCall, Stream};
 use super::{abi, codes};
-use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -107,15 +106,9 @@ impl Filter {
         let state = HostState {
             plugin_configuration: self.configuration.clone(),
             effective: ROOT_CONTEXT,
-            streams: FxHashMap::default(),
-            decided: Vec::new(),
-            call_response: None,
-            pending_calls: Vec::new(),
-            next_token: 0,
             clusters: self.clusters.clone(),
             configure_errors: Some(Vec::new()),
-            memory: None,
-            allocate: None,
+            ..HostState::default()
         };
         let mut store = Store::new(self.module.engine(), state);
         let instance = self

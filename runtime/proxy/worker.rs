@@ -329,24 +329,21 @@ impl Worker {
 
     /// Runs one filter HTTP call and hands its answer back to the filter.
     async fn call(self: Arc<Self>, mut call: PendingCall) {
-        let head = std::mem::take(&mut call.head);
-        let answer = self.send(&call, head).await;
+        let answer = self.send(&mut call).await;
         self.answer(&call, answer);
     }
 
     /// Sends trace uploads to one target, a batch per export, until none is queued.
     async fn export(self: Arc<Self>, key: UploadKey, mut batch: Vec<PendingCall>) {
         loop {
-            if let [call] = batch.as_slice() {
-                let answer = self.send(call, call.head.clone()).await;
+            if let [call] = batch.as_mut_slice() {
+                let answer = self.send(call).await;
                 self.answer(call, answer);
             } else {
-                let mut merged = uploads::merge(&batch);
-                let head = std::mem::take(&mut merged.head);
-                let answer = self.send(&merged, head).await;
+                let answer = self.send(&mut uploads::merge(&batch)).await;
                 if uploads::refused_for_content(&answer) {
-                    for call in &batch {
-                        let answer = self.send(call, call.head.clone()).await;
+                    for call in &mut batch {
+                        let answer = self.send(call).await;
                         self.answer(call, answer);
                     }
                 } else {
@@ -363,9 +360,11 @@ impl Worker {
         }
     }
 
-    /// One filter HTTP call with the request head `head`, over the pools, within its timeout;
-    /// `None` when it failed.
-    async fn send(&self, call: &PendingCall, mut head: Head) -> Option<Message> {
+    /// One filter HTTP call over the pools, within its timeout; `None` when it failed. The
+    /// call's head moves into the request: a call is sent once (an upload refused as part of
+    /// an export goes alone, but the export was built from copies).
+    async fn send(&self, call: &mut PendingCall) -> Option<Message> {
+        let mut head = std::mem::take(&mut call.head);
         let headers = head.take_headers();
         let (request, origin) = match forwarded(&call.base, &head, headers, call.body.clone()) {
             Ok(request) => request,
