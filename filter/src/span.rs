@@ -10,7 +10,10 @@ use crate::proto::{KeyValue, any_value, span, status};
 use crate::wire::{
     ANY_VALUE_BOOL, ANY_VALUE_INT, ANY_VALUE_STRING, KEY_VALUE_KEY, KEY_VALUE_VALUE,
     RESOURCE_ATTRIBUTES, RESOURCE_SPANS_RESOURCE, RESOURCE_SPANS_SCOPE_SPANS, SCOPE_SPANS_SPANS,
-    SPAN_ATTRIBUTES, TRACES_DATA_RESOURCE_SPANS, field_len, open, put_bytes,
+    SPAN_ATTRIBUTES, SPAN_END, SPAN_KIND, SPAN_NAME, SPAN_PARENT_SPAN_ID, SPAN_SPAN_ID, SPAN_START,
+    SPAN_STATUS, SPAN_TRACE_ID, STATUS_CODE, TRACES_DATA_RESOURCE_SPANS, field_len,
+    fixed64_field_len, nonempty_field_len, open, put_bytes, put_fixed64_field, put_varint_field,
+    varint_field_len,
 };
 
 /// `true` when the request body attribute was cut at `max_body_bytes`.
@@ -113,41 +116,19 @@ impl Default for SpanFields<'_> {
     }
 }
 
-// Span.trace_id = 1, span_id = 2, parent_span_id = 4, name = 5, kind = 6,
-// start_time_unix_nano = 7, end_time_unix_nano = 8, status = 15; Status.code = 3.
-const SPAN_TRACE_ID: u32 = 1;
-const SPAN_SPAN_ID: u32 = 2;
-const SPAN_PARENT_SPAN_ID: u32 = 4;
-const SPAN_NAME: u32 = 5;
-const SPAN_KIND: u32 = 6;
-const SPAN_START: u32 = 7;
-const SPAN_END: u32 = 8;
-const SPAN_STATUS: u32 = 15;
-const STATUS_CODE: u32 = 3;
-
 impl SpanFields<'_> {
-    /// Its fields as prost writes them: defaults (empty, zero) left out.
+    /// Its fields as prost writes them: defaults (empty, zero) left out. Field for field what
+    /// [`Self::encode`] writes.
     fn encoded_len(&self) -> usize {
-        let fixed64 = |value: u64| {
-            if value == 0 {
-                0
-            } else {
-                key_len(SPAN_START) + 8
-            }
-        };
         field_len(SPAN_TRACE_ID, self.trace_id.len())
             + field_len(SPAN_SPAN_ID, self.span_id.len())
             + self
                 .parent_span_id
                 .map_or(0, |id| field_len(SPAN_PARENT_SPAN_ID, id.len()))
-            + if self.name.is_empty() {
-                0
-            } else {
-                field_len(SPAN_NAME, self.name.len())
-            }
-            + varint_len(SPAN_KIND, self.kind as u64)
-            + fixed64(self.start_time_unix_nano)
-            + fixed64(self.end_time_unix_nano)
+            + nonempty_field_len(SPAN_NAME, self.name.len())
+            + varint_field_len(SPAN_KIND, self.kind as u64)
+            + fixed64_field_len(SPAN_START, self.start_time_unix_nano)
+            + fixed64_field_len(SPAN_END, self.end_time_unix_nano)
             + self
                 .status
                 .map_or(0, |code| field_len(SPAN_STATUS, status_len(code)))
@@ -162,41 +143,18 @@ impl SpanFields<'_> {
         if !self.name.is_empty() {
             put_bytes(out, SPAN_NAME, self.name.as_bytes());
         }
-        put_varint(out, SPAN_KIND, self.kind as u64);
-        for (field, value) in [
-            (SPAN_START, self.start_time_unix_nano),
-            (SPAN_END, self.end_time_unix_nano),
-        ] {
-            if value != 0 {
-                encode_key(field, WireType::SixtyFourBit, out);
-                out.extend_from_slice(&value.to_le_bytes());
-            }
-        }
+        put_varint_field(out, SPAN_KIND, self.kind as u64);
+        put_fixed64_field(out, SPAN_START, self.start_time_unix_nano);
+        put_fixed64_field(out, SPAN_END, self.end_time_unix_nano);
         if let Some(code) = self.status {
             open(out, SPAN_STATUS, status_len(code));
-            put_varint(out, STATUS_CODE, code as u64);
+            put_varint_field(out, STATUS_CODE, code as u64);
         }
     }
 }
 
 fn status_len(code: status::StatusCode) -> usize {
-    varint_len(STATUS_CODE, code as u64)
-}
-
-/// A varint field's size; a zero is left out, as prost leaves out defaults.
-fn varint_len(field: u32, value: u64) -> usize {
-    if value == 0 {
-        0
-    } else {
-        key_len(field) + encoded_len_varint(value)
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, field: u32, value: u64) {
-    if value != 0 {
-        encode_key(field, WireType::Varint, out);
-        encode_varint(value, out);
-    }
+    varint_field_len(STATUS_CODE, code as u64)
 }
 
 /// `span` with the attributes of every part of `attributes`, in order, wrapped in a

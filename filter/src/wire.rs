@@ -14,7 +14,16 @@ pub(crate) const RESOURCE_SPANS_RESOURCE: u32 = 1;
 pub(crate) const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
 pub(crate) const RESOURCE_ATTRIBUTES: u32 = 1;
 pub(crate) const SCOPE_SPANS_SPANS: u32 = 2;
+pub(crate) const SPAN_TRACE_ID: u32 = 1;
+pub(crate) const SPAN_SPAN_ID: u32 = 2;
+pub(crate) const SPAN_PARENT_SPAN_ID: u32 = 4;
+pub(crate) const SPAN_NAME: u32 = 5;
+pub(crate) const SPAN_KIND: u32 = 6;
+pub(crate) const SPAN_START: u32 = 7;
+pub(crate) const SPAN_END: u32 = 8;
 pub(crate) const SPAN_ATTRIBUTES: u32 = 9;
+pub(crate) const SPAN_STATUS: u32 = 15;
+pub(crate) const STATUS_CODE: u32 = 3;
 pub(crate) const KEY_VALUE_KEY: u32 = 1;
 pub(crate) const KEY_VALUE_VALUE: u32 = 2;
 pub(crate) const ANY_VALUE_STRING: u32 = 1;
@@ -36,6 +45,43 @@ pub(crate) fn open(buf: &mut Vec<u8>, tag: u32, len: usize) {
 pub(crate) fn put_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
     open(buf, tag, bytes.len());
     buf.extend_from_slice(bytes);
+}
+
+// Scalar fields as prost writes them outside a `oneof`: a default (zero, empty) is left out.
+
+/// The length-delimited field `tag` of `len` bytes, in bytes; 0 when `len` is 0.
+pub(crate) fn nonempty_field_len(tag: u32, len: usize) -> usize {
+    if len == 0 { 0 } else { field_len(tag, len) }
+}
+
+/// The varint field `tag` holding `value`, in bytes; 0 when `value` is 0.
+pub(crate) fn varint_field_len(tag: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(value)
+    }
+}
+
+/// The varint field `tag` holding `value`, unless `value` is 0.
+pub(crate) fn put_varint_field(buf: &mut Vec<u8>, tag: u32, value: u64) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(value, buf);
+    }
+}
+
+/// The fixed64 field `tag` holding `value`, in bytes; 0 when `value` is 0.
+pub(crate) fn fixed64_field_len(tag: u32, value: u64) -> usize {
+    if value == 0 { 0 } else { key_len(tag) + 8 }
+}
+
+/// The fixed64 field `tag` holding `value`, unless `value` is 0.
+pub(crate) fn put_fixed64_field(buf: &mut Vec<u8>, tag: u32, value: u64) {
+    if value != 0 {
+        encode_key(tag, WireType::SixtyFourBit, buf);
+        buf.extend_from_slice(&value.to_le_bytes());
+    }
 }
 
 /// An attribute's value, borrowed from the message it was read from.
