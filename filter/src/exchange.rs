@@ -3,6 +3,7 @@
 //! The shim feeds it host data and applies its answers.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use softprobe_otlp::{keys, tracestate_with_session, valid_session_id};
 
@@ -22,6 +23,16 @@ use crate::trace_context::{
 /// Attributes of a span besides its headers: type, session, direction, service, method, host,
 /// path, body, body encoding, truncation (an extract adds the status and the response's).
 const MESSAGE_ATTRIBUTES: usize = 10;
+
+/// `sp.span.type` of each span the filter sends, encoded once rather than on every request.
+static INJECT_TYPE: LazyLock<Attributes> = LazyLock::new(|| span_type(INJECT));
+static EXTRACT_TYPE: LazyLock<Attributes> = LazyLock::new(|| span_type(EXTRACT));
+
+fn span_type(kind: &str) -> Attributes {
+    let mut attrs = Attributes::with_capacity(1);
+    attrs.string(keys::SPAN_TYPE, kind);
+    attrs
+}
 
 /// Request header that names the service when the config does not (reference behaviour).
 pub const SERVICE_NAME_HEADER: &str = "x-sp-service-name";
@@ -178,10 +189,8 @@ impl Exchange {
     /// the extract span, which carries them too.
     pub fn inject_payload(&mut self, config: &Config, now_ns: u64) -> Vec<u8> {
         let request = self.request_attributes(config);
-        let mut kind = Attributes::with_capacity(1);
-        kind.string(keys::SPAN_TYPE, INJECT);
         let span = self.span(now_ns, now_ns, None);
-        let payload = encode(&self.service_name, &span, &[&kind, &request]);
+        let payload = encode(&self.service_name, &span, &[&INJECT_TYPE, &request]);
         self.encoded_request = Some(request.into_owned());
         payload
     }
@@ -221,8 +230,6 @@ impl Exchange {
     /// the exchange is not recorded (not selected, replied locally, no status).
     pub fn extract_payload(&self, config: &Config, now_ns: u64) -> Option<Vec<u8>> {
         let status = self.response_status.filter(|_| self.records_response())?;
-        let mut kind = Attributes::with_capacity(1);
-        kind.string(keys::SPAN_TYPE, EXTRACT);
         let mut attrs = Attributes::with_capacity(MESSAGE_ATTRIBUTES + self.response_headers.len());
         attrs.int(keys::RESPONSE_STATUS, i64::from(status));
         self.message_attributes(
@@ -246,7 +253,7 @@ impl Exchange {
         Some(encode(
             &self.service_name,
             &self.span(self.started_ns, now_ns, Some(code)),
-            &[&kind, &request, &attrs],
+            &[&EXTRACT_TYPE, &request, &attrs],
         ))
     }
 
