@@ -7,9 +7,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -60,13 +61,15 @@ impl ConnectionBudget {
     }
 }
 
-/// Accepts connections until `stop` turns true, serving each with `service`. Returns the
+/// Accepts connections until `stop` turns true, serving each with `service` on the next of
+/// `workers`. Returns the
 /// connections still being served: they have been told to finish their in-flight requests and
 /// close; the caller waits for them as long as its shutdown deadline allows.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     budget: ConnectionBudget,
+    workers: Arc<Workers>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()>
 where
@@ -107,13 +110,25 @@ where
         };
         // Inject answers are small and latency-bound: never let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        connections.spawn(serve_connection(
-            stream,
-            service.clone(),
-            budget.limits,
-            stop.clone(),
-            Open::new(permit, budget.metrics.clone()),
-        ));
+        // The socket moves to the worker's own event loop.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::debug!(%err, "Accepted connection cannot be handed to a worker.");
+                continue;
+            }
+        };
+        let (service, limits, stop) = (service.clone(), budget.limits, stop.clone());
+        let open = Open::new(permit, budget.metrics.clone());
+        connections.spawn_on(
+            async move {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => serve_connection(stream, service, limits, stop, open).await,
+                    Err(err) => tracing::debug!(%err, "A worker cannot take a connection."),
+                }
+            },
+            workers.next(),
+        );
     }
     connections
 }
@@ -171,6 +186,84 @@ async fn serve_connection<S, B>(
             }
         }
     }
+}
+
+/// Name prefix of the threads that serve connections.
+pub const WORKER_THREAD: &str = "runtime-worker";
+
+/// Workers when none are asked for: one per CPU.
+pub fn default_workers() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Threads that serve connections, each with its own current-thread event loop, as Envoy's
+/// workers (and the proxy's) do: a connection and everything its requests do stay on one
+/// thread. On a shared multi-thread runtime, every request with a body woke a second thread
+/// for nothing: hyper's body channel wakes the connection's own task as the handler reads the
+/// body, and tokio answers a task woken while it runs by waking an idle worker to steal it.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: AtomicUsize,
+    /// Dropped to stop the workers; nothing is ever sent.
+    stop: Mutex<Option<watch::Sender<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Workers {
+    /// Starts `count` workers; they stop when [`Workers::stop`] is called or this is dropped.
+    pub fn start(count: NonZeroUsize) -> std::io::Result<Self> {
+        let (stop, stopped) = watch::channel(());
+        let mut handles = Vec::with_capacity(count.get());
+        let mut threads = Vec::with_capacity(count.get());
+        for index in 0..count.get() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let mut stopped = stopped.clone();
+            let run = async move { while stopped.changed().await.is_ok() {} };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("{WORKER_THREAD}-{index}"))
+                    // Dropping the runtime drops whatever its tasks were still doing.
+                    .spawn(move || runtime.block_on(run))?,
+            );
+        }
+        Ok(Self {
+            handles,
+            next: AtomicUsize::new(0),
+            stop: Mutex::new(Some(stop)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The worker for the next connection, in turn.
+    fn next(&self) -> &tokio::runtime::Handle {
+        let next = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.handles[next % self.handles.len()]
+    }
+
+    /// Stops every worker and waits until it has: no request runs on them afterwards, and the
+    /// connections still open are closed.
+    pub async fn stop(&self) {
+        drop(lock(&self.stop).take());
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("A runtime worker panicked.");
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A connection's place in the budget, given back (and uncounted) when it closes.
@@ -277,5 +370,53 @@ impl AsyncWrite for Metered {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// The body of a one-request connection's answer.
+    async fn answer_on_new_connection(addr: std::net::SocketAddr) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let (_, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+        body.to_owned()
+    }
+
+    #[tokio::test]
+    async fn connections_are_served_by_the_workers_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let budget = ConnectionBudget::new(ConnectionLimits::default(), Arc::default());
+        let workers = Arc::new(Workers::start(NonZeroUsize::new(2).unwrap()).unwrap());
+        // Answers with the name of the thread the request's handler runs on.
+        let service = tower::service_fn(|_: hyper::Request<Incoming>| async {
+            let thread = std::thread::current().name().unwrap_or_default().to_owned();
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(thread),
+            )))
+        });
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(serve(listener, service, budget, workers.clone(), stopped));
+        let mut threads = Vec::new();
+        for _ in 0..3 {
+            threads.push(answer_on_new_connection(addr).await);
+        }
+        assert_eq!(
+            threads,
+            ["runtime-worker-0", "runtime-worker-1", "runtime-worker-0"]
+        );
+        stop.send(true).unwrap();
+        let mut open = serving.await.unwrap();
+        while open.join_next().await.is_some() {}
+        workers.stop().await;
     }
 }

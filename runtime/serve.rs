@@ -4,7 +4,7 @@
 use crate::auth::{self, Token};
 use crate::capture;
 use crate::cli::ServeArgs;
-use crate::connections::{self, ConnectionBudget, ConnectionLimits};
+use crate::connections::{self, ConnectionBudget, ConnectionLimits, Workers};
 use crate::inflight::{CountedBody, InflightBytesLayer};
 use crate::proto::raw::inject_service_server::InjectServiceServer;
 use crate::proto::raw::trace_service_server::TraceServiceServer;
@@ -18,7 +18,9 @@ use softprobe_pipeline::case_file::CasePaths;
 use softprobe_pipeline::store::{SessionStore, StoreLimits};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -59,6 +61,7 @@ pub struct Server {
     grpc: TcpListener,
     idle_timeout: Duration,
     limits: ConnectionLimits,
+    workers: NonZeroUsize,
     shutdown_timeout: Duration,
 }
 
@@ -109,6 +112,7 @@ impl Server {
                 header_read_timeout: args.header_read_timeout,
                 idle_timeout: args.idle_connection_timeout,
             },
+            workers: args.workers.unwrap_or_else(connections::default_workers),
             shutdown_timeout: args.shutdown_timeout,
         })
     }
@@ -145,20 +149,24 @@ impl Server {
             http = %self.http.local_addr()?,
             grpc = %self.grpc.local_addr()?,
             auth = state.settings.api_token.is_some(),
+            workers = self.workers,
             "Runtime listening."
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let budget = ConnectionBudget::new(self.limits, state.metrics.clone());
+        let workers = Arc::new(Workers::start(self.workers)?);
         let http = tokio::spawn(connections::serve(
             self.http,
             http_stack::<hyper::body::Incoming>(state.clone()),
             budget.clone(),
+            workers.clone(),
             stopped.clone(),
         ));
         let grpc = tokio::spawn(connections::serve(
             self.grpc,
             grpc_service(state.clone()),
             budget,
+            workers.clone(),
             stopped,
         ));
         let sweeper = tokio::spawn(sweep_idle_sessions(state.clone(), self.idle_timeout));
@@ -189,6 +197,8 @@ impl Server {
             );
             open.abort_all();
         }
+        // Whatever is still open is dropped with its worker.
+        workers.stop().await;
         // A capture session created by a request that was still in flight above.
         flush_captures(&state).await;
         // This replica's inject counts not yet in Redis.

@@ -406,6 +406,38 @@ async fn sigterm_writes_captures_and_exits_despite_a_half_sent_request() {
 }
 
 #[tokio::test]
+async fn a_request_in_flight_at_sigterm_is_answered_before_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = Process::start(dir.path(), &["--shutdown-timeout", "10s"]);
+    session_once_up(&format!("http://{}", process.addr), "replay").await;
+    let body = br#"{"mode":"replay"}"#;
+    let mut client = tokio::net::TcpStream::connect(&process.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/sessions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&body[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    process.terminate();
+    // The rest of the body arrives after shutdown began, within its deadline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.write_all(&body[5..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("answered within the deadline")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status = tokio::task::spawn_blocking(move || {
+        let mut process = process;
+        process.child.wait()
+    });
+    assert!(status.await.unwrap().unwrap().success());
+}
+
+#[tokio::test]
 async fn request_bodies_in_flight_are_bounded_on_both_listeners() {
     let runtime = Runtime::start(&["--max-inflight-bytes", "100000"]).await;
     let id = runtime.session("replay").await;

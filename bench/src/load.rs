@@ -451,8 +451,8 @@ fn stat_ticks(stat: &str) -> Option<(&str, u64)> {
     Some((&stat[open + 1..close], utime + stime))
 }
 
-/// CPU used so far by the server runtime's threads (named `bench-server`) and the proxy's
-/// workers.
+/// CPU used so far by the server runtime's threads (named `bench-server`), the runtime's
+/// connection workers and the proxy's workers.
 pub(crate) fn server_cpu() -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
@@ -463,7 +463,13 @@ pub(crate) fn server_cpu() -> Duration {
         .filter_map(|stat| {
             stat_ticks(&stat)
                 .filter(|(name, _)| {
-                    name.starts_with(crate::SERVER_THREAD) || name.starts_with(crate::PROXY_THREAD)
+                    [
+                        crate::SERVER_THREAD,
+                        crate::RUNTIME_THREAD,
+                        crate::PROXY_THREAD,
+                    ]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
                 })
                 .map(|(_, t)| t)
         })

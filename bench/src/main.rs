@@ -38,6 +38,8 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// Name prefix of the server runtime's threads, whose CPU time is reported per request.
 const SERVER_THREAD: &str = "bench-server";
+/// Name prefix of the runtime's connection workers, counted as server CPU too.
+const RUNTIME_THREAD: &str = softprobe::connections::WORKER_THREAD;
 /// Name prefix of the proxy's worker threads (`softprobe::proxy`), counted as server CPU too.
 const PROXY_THREAD: &str = "proxy-worker";
 
@@ -89,8 +91,9 @@ struct Args {
     /// Spans captured before the close that measures case-write throughput.
     #[arg(long, default_value_t = 20_000)]
     capture_spans: usize,
-    /// Worker threads of the server runtime (the runtime and the ceilings share it); the load
-    /// generator runs on one more thread plus a pacing thread.
+    /// Worker threads of the server runtime (the ceilings' and the runtime's listeners), and
+    /// connection workers of the runtime (`serve --workers`); the load generator runs on one
+    /// more thread plus a pacing thread.
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
     /// Most HTTP/1.1 keep-alive connections per target.

@@ -74,6 +74,7 @@ async fn start_runtime(
 ) -> anyhow::Result<(SocketAddr, SocketAddr, softprobe::serve::HttpService)> {
     let capture_dir = capture_dir.to_str().context("UTF-8 capture directory")?;
     let max_sessions = (args.sessions + 1_000).to_string();
+    let workers = args.server_threads.max(1).to_string();
     let argv = [
         "softprobe",
         "serve",
@@ -98,6 +99,10 @@ async fn start_runtime(
         // reconnect, so the runtime must not close them in between.
         "--header-read-timeout",
         "1h",
+        // The runtime serves its connections on its own workers, as many as the server
+        // runtime has threads.
+        "--workers",
+        &workers,
         "--idle-connection-timeout",
         "1h",
     ];

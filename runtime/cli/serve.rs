@@ -2,6 +2,7 @@
 
 use clap::Args;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -72,6 +73,10 @@ pub struct ServeArgs {
     /// of this time, then the process exits.
     #[arg(long, env = "SOFTPROBE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Worker threads serving connections, each with its own event loop; a connection's
+    /// requests stay on one (default: one per CPU).
+    #[arg(long, env = "SOFTPROBE_WORKERS")]
+    pub workers: Option<NonZeroUsize>,
     /// Where sessions and captures live: `memory` (this process), or Redis shared by every
     /// runtime pointed at it: `redis://[:password@]host:port[/db]`, `rediss://…` (TLS), or
     /// `redis+cluster://host:port[,host:port…]`. A password may also come from
