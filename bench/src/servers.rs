@@ -99,12 +99,11 @@ async fn start_runtime(
         // reconnect, so the runtime must not close them in between.
         "--header-read-timeout",
         "1h",
-        // The runtime serves its connections on its own workers, as many as the server
-        // runtime has threads.
-        "--workers",
-        &workers,
         "--idle-connection-timeout",
         "1h",
+        // As many connection workers as the server runtime has threads.
+        "--workers",
+        &workers,
     ];
     let softprobe::cli::Command::Serve(serve) =
         <softprobe::cli::Cli as Parser>::try_parse_from(argv)
