@@ -41,7 +41,7 @@ const SERVER_THREAD: &str = "bench-server";
 /// Name prefix of the runtime's connection workers, counted as server CPU too.
 const RUNTIME_THREAD: &str = softprobe::connections::WORKER_THREAD;
 /// Name prefix of the proxy's worker threads (`softprobe::proxy`), counted as server CPU too.
-const PROXY_THREAD: &str = "proxy-worker";
+const PROXY_THREAD: &str = softprobe::proxy::WORKER_THREAD;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";

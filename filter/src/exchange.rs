@@ -20,8 +20,9 @@ use crate::trace_context::{
     header_values, session_id, tracestate,
 };
 
-/// Attributes of a span besides its headers: type, session, direction, service, method, host,
-/// path, body, body encoding, truncation (an extract adds the status and the response's).
+/// Attributes of a request besides its headers: session, direction, service, method, host,
+/// path, body, body encoding, truncation (a response's status, body, encoding and truncation
+/// fit in as many).
 const MESSAGE_ATTRIBUTES: usize = 10;
 
 /// `sp.span.type` of each span the filter sends, encoded once rather than on every request.

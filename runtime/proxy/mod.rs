@@ -27,6 +27,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use vm::{Filter, Vm};
 
+/// Name prefix of the worker threads.
+pub const WORKER_THREAD: &str = "proxy-worker";
+
 /// Largest request or response body the proxy buffers, in bytes.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -143,7 +146,7 @@ impl ProxyServer {
             let in_process = self.runtime.clone();
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("proxy-worker-{index}"))
+                    .name(format!("{WORKER_THREAD}-{index}"))
                     .spawn(move || worker::run(runtime, vm, upstream, in_process, connections))?,
             );
             handoffs.push(handoff);
