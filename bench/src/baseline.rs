@@ -73,7 +73,9 @@ pub(crate) async fn start(inject_reply: TracesData) -> anyhow::Result<Baselines>
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(services.clone()))
             .add_service(InjectServiceServer::new(services))
-            .serve_with_incoming(TcpIncoming::from(grpc)),
+            // As the runtime's listeners do: with Nagle on, tonic's small frames waited for
+            // delayed ACKs and the sink's p99 sat at 44 ms.
+            .serve_with_incoming(TcpIncoming::from(grpc).with_nodelay(Some(true))),
     );
     Ok(addrs)
 }
