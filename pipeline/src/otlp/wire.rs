@@ -235,8 +235,8 @@ fn walk_key_value<'a>(
 
 /// The key and text of a string attribute laid out as every SDK writes one: the key (field 1),
 /// then a value (field 2) holding only its string (field 1), each shorter than 128 bytes, and
-/// nothing else. The walk in [`read_key_value`] reads the same pair from these bytes; this
-/// reads it without the walk, for the dozen such attributes of every inject span.
+/// nothing else. [`walk_key_value`] reads the same pair from these bytes; this reads it
+/// without the walk, for the dozen such attributes of every inject span.
 fn short_string_attribute(key_value: &[u8]) -> Option<(&[u8], &[u8])> {
     let [0x0a, key_len @ 0..0x80, rest @ ..] = key_value else {
         return None;
@@ -573,7 +573,7 @@ mod tests {
         assert!(short_string_attribute(&string("k", &long[..126])).is_none());
         assert!(!agrees(&[0x0a, 1, 0xff, 0x12, 3, 0x0a, 1, b'v']));
         assert!(!agrees(&[0x0a, 1, b'k', 0x12, 3, 0x0a, 1, 0xff]));
-        // Another value after the string, a second value, the value before the key.
+        // A second value field, a value holding a string and an int, the value before the key.
         assert!(agrees(&[
             0x0a, 1, b'k', 0x12, 3, 0x0a, 1, b'v', 0x12, 2, 0x18, 7
         ]));
