@@ -62,9 +62,9 @@ impl ConnectionBudget {
 }
 
 /// Accepts connections until `stop` turns true, serving each with `service` on the next of
-/// `workers`. Returns the
-/// connections still being served: they have been told to finish their in-flight requests and
-/// close; the caller waits for them as long as its shutdown deadline allows.
+/// `workers`. Returns the connections still being served: they have been told to finish their
+/// in-flight requests and close; the caller waits for them as long as its shutdown deadline
+/// allows.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
